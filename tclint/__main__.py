@@ -1,0 +1,5 @@
+import sys
+
+from tclint.cli import main
+
+sys.exit(main())
