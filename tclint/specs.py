@@ -181,6 +181,11 @@ class CostConstants:
     #: the tile sizes cuBLAS picks from, large problems first
     tiles: tuple[tuple[int, int], ...] = ((256, 128), (128, 128), (128, 64), (64, 64))
     tiles_source: str = f"{PERF_GUIDE}, 'Dimension quantization effects' (256x128 ... 64x64)"
+    #: relative efficiency of each tile above (smaller tiles reuse operands less)
+    tile_efficiency: tuple[float, ...] = (1.0, 0.95, 0.85, 0.70)
+    tile_efficiency_source: str = f"{PERF_GUIDE} (larger tiles reuse more data); {ESTIMATE}"
+    #: smallest K slice cuBLAS/CUTLASS split-K leaves each CTA
+    split_k_min: Constant = _c(256, f"CUTLASS split-K (parallel reduction) docs; {ESTIMATE}")
     #: tiles resident per SM at once (one wave = sms * this)
     tiles_per_sm: Constant = _c(1, f"{PERF_GUIDE} (A100: 108 tiles per wave for 256x128); {ESTIMATE}")
     #: fixed cost of one kernel launch on the GPU timeline, seconds
@@ -190,7 +195,8 @@ class CostConstants:
         0.50, f"{CONV_GUIDE}: C=3 falls off the C=4 NHWC Tensor Core kernels; {ESTIMATE}")
     #: depthwise convs run on CUDA cores at this fraction of the memory roofline
     depthwise_efficiency: Constant = _c(0.60, f"{CONV_GUIDE} (depthwise is memory-bound); {ESTIMATE}")
-    #: NCHW convs pay a transpose of input and output to NHWC around each Tensor Core conv
+    #: NCHW convs pay a transpose of input and output to NHWC around each Tensor Core conv:
+    #: this many extra passes over the conv's bytes, plus one launch
     nchw_transposes_per_conv: Constant = _c(
         2, "Paddle issue 19425 (14% of ResNet-50 FP16 time), TF benchmarks issue 237 (16%)")
     #: fraction of dense peak a non-Tensor-Core (CUDA core) GEMM reaches, relative to Tensor Cores
@@ -270,3 +276,164 @@ def make_target(
         raise UsageError(f"--dtype {dtype} has no Tensor Core path on {gpu.name} ({gpu.arch})")
     constants = load_calibration(calibration)[0] if calibration else DEFAULT_CONSTANTS
     return Target(gpu=gpu, dtype=dtype, strict=strict, constants=constants)
+
+
+# --------------------------------------------------------------------------------------------
+# FP16 / BF16 kernel availability per execution provider (tclint convert, rules TC30x)
+# --------------------------------------------------------------------------------------------
+ORT_KERNELS_DOC = (
+    "onnxruntime docs/OperatorKernels.md (generated from the registered kernels), "
+    "commit 001d12d2623fd411ce0f83d05abb5e82304a3389; latest opset row of each op"
+)
+TRT_OPERATORS_DOC = (
+    "onnx-tensorrt docs/operators.md (TensorRT 8.4 ONNX support matrix), "
+    "commit 009d6541b4ee1fa3f3150cd7cbabe7e56aa54840"
+)
+IEEE_BINARY16 = "IEEE 754-2008 binary16: max finite 65504, min normal 2^-14, min subnormal 2^-24"
+IEEE_BFLOAT16 = "bfloat16 (8-bit exponent like float32): max finite ~3.39e38, min normal ~1.18e-38"
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """Ops that have a kernel for one low precision on one execution provider.
+
+    ``ops`` holds ai.onnx op types by name and other domains as ``"domain::Op"``. An op that is
+    not listed has no kernel in that precision: the converter keeps it in float32.
+    """
+
+    provider: str
+    dtype: str
+    ops: frozenset[str]
+    source: str
+
+    def has_kernel(self, domain: str, op_type: str) -> bool:
+        if domain in ("", "ai.onnx"):
+            return op_type in self.ops
+        return f"{domain}::{op_type}" in self.ops
+
+
+_SHAPE_AND_CONTROL = """Cast Compress Concat ConcatFromSequence ConstantOfShape DynamicSlice Expand
+    Flatten Gather GatherElements GatherND Identity If Loop Reshape ReverseSequence Scan Scatter
+    ScatterElements ScatterND SequenceAt SequenceConstruct SequenceEmpty SequenceErase
+    SequenceInsert SequenceLength Shape Slice Split Squeeze TensorScatter Transpose Unsqueeze"""
+
+_CUDA_FP16 = _SHAPE_AND_CONTROL + """
+    Abs Add Affine ArgMax ArgMin Attention AveragePool BatchNormalization Ceil Clip Conv
+    ConvTranspose Cos Crop CumSum DepthToSpace DequantizeLinear Div Dropout Einsum Elu Equal Erf
+    Exp Floor GRU Gelu Gemm GlobalAveragePool GlobalMaxPool Greater GreaterOrEqual HardSigmoid
+    HardSwish ImageScaler InstanceNormalization IsInf IsNaN LRN LSTM LayerNormalization LeakyRelu
+    Less LessOrEqual Log LogSoftmax MatMul Max MaxPool Min Mod Mul Neg NonZero OneHot PRelu Pad
+    ParametricSoftplus Pow QuantizeLinear RMSNormalization RNN RandomNormal RandomNormalLike
+    RandomUniform RandomUniformLike Reciprocal ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp
+    ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu Resize RotaryEmbedding
+    Round ScaledTanh Selu Shrink Sigmoid Sign SimplifiedLayerNormalization Sin Size Softmax
+    Softplus Softsign SpaceToDepth Sqrt Sub Sum Tanh ThresholdedRelu Tile TopK Trilu Upsample Where
+    com.microsoft::Attention com.microsoft::BiasAdd com.microsoft::BiasDropout
+    com.microsoft::BiasGelu com.microsoft::BiasSoftmax com.microsoft::BiasSplitGelu
+    com.microsoft::FastGelu com.microsoft::FusedMatMul com.microsoft::Gelu com.microsoft::GroupNorm
+    com.microsoft::MultiHeadAttention com.microsoft::NhwcConv com.microsoft::GroupQueryAttention
+    com.microsoft::SkipLayerNormalization com.microsoft::SkipSimplifiedLayerNormalization"""
+
+_CUDA_BF16 = _SHAPE_AND_CONTROL + """
+    Abs Add Attention AveragePool Conv Div Dropout Erf Exp Gelu Gemm HardSigmoid HardSwish IsInf
+    IsNaN LayerNormalization MatMul Max Min Mod Mul Neg Pow RMSNormalization ReduceSum Relu
+    RotaryEmbedding Sigmoid Sign SimplifiedLayerNormalization Size Softmax Sqrt Sub Sum Tanh Tile
+    Trilu Where com.microsoft::Attention com.microsoft::BiasGelu com.microsoft::FastGelu
+    com.microsoft::FusedMatMul com.microsoft::Gelu com.microsoft::MultiHeadAttention
+    com.microsoft::GroupQueryAttention"""
+
+# The CPU EP has few float16 compute kernels; ORT inserts Casts to float32 around the rest
+# (InsertCastTransformer), so an FP16 model still runs on CPU, at float32 speed or slower.
+_CPU_FP16 = _SHAPE_AND_CONTROL + """
+    Attention Clip DequantizeLinear IsInf IsNaN LayerNormalization Max Min Mod QuantizeLinear
+    RMSNormalization RotaryEmbedding Round Shrink Sign SimplifiedLayerNormalization SplitToSequence"""
+
+_CPU_BF16 = _SHAPE_AND_CONTROL
+
+# TensorRT builds its own engine: its ONNX parser's support matrix lists the FP16 layers.
+_TRT_FP16 = _SHAPE_AND_CONTROL + """
+    Abs Acos Acosh Add ArgMax ArgMin Asin Asinh Atan Atanh AveragePool BatchNormalization Ceil Celu
+    Clip Conv ConvTranspose Cos Cosh CumSum DepthToSpace Div Dropout Einsum Elu Equal Erf Exp
+    EyeLike Floor GRU Gemm GlobalAveragePool GlobalLpPool GlobalMaxPool Greater GreaterOrEqual
+    HardSigmoid ImageScaler InstanceNormalization IsNaN LRN LSTM LeakyRelu Less LessOrEqual Log
+    LogSoftmax LpNormalization LpPool MatMul Max MaxPool Mean Min Mul Neg Pad ParametricSoftplus Pow
+    PRelu QuantizeLinear RandomUniform RandomUniformLike Range ReduceL1 ReduceL2 ReduceLogSum
+    ReduceLogSumExp ReduceMax ReduceMean ReduceMin ReduceProd ReduceSum ReduceSumSquare Relu
+    Resize RNN Round ScaledTanh Selu Sigmoid Sign Sin Sinh Size Softmax Softplus Softsign
+    SpaceToDepth Sqrt Sub Sum Tan Tanh ThresholdedRelu Tile TopK Upsample Where"""
+
+
+def _table(provider: str, dtype: str, ops: str, source: str) -> KernelTable:
+    return KernelTable(provider, dtype, frozenset(ops.split()), source)
+
+
+LOW_PRECISION_KERNELS: dict[tuple[str, str], KernelTable] = {
+    (t.provider, t.dtype): t
+    for t in [
+        _table("cuda", "fp16", _CUDA_FP16, f"{ORT_KERNELS_DOC}, CUDAExecutionProvider, float16"),
+        _table("cuda", "bf16", _CUDA_BF16, f"{ORT_KERNELS_DOC}, CUDAExecutionProvider, bfloat16"),
+        _table("cpu", "fp16", _CPU_FP16, f"{ORT_KERNELS_DOC}, CPUExecutionProvider, float16"),
+        _table("cpu", "bf16", _CPU_BF16, f"{ORT_KERNELS_DOC}, CPUExecutionProvider, bfloat16"),
+        _table("tensorrt", "fp16", _TRT_FP16, f"{TRT_OPERATORS_DOC}, 'FP16' column"),
+        _table("tensorrt", "bf16", _TRT_FP16, f"{TRT_OPERATORS_DOC}; BF16 assumed like FP16 "
+               "(TensorRT >= 9 builds BF16 engines), to be rechecked"),
+    ]
+}
+
+PROVIDERS = ("cuda", "cpu", "tensorrt")
+
+
+def kernel_table(provider: str, dtype: str) -> KernelTable:
+    key = (provider.strip().lower(), dtype.strip().lower())
+    if key not in LOW_PRECISION_KERNELS:
+        known = ", ".join(f"{p}/{d}" for p, d in LOW_PRECISION_KERNELS)
+        raise UsageError(f"no kernel table for provider {provider!r} and dtype {dtype!r}; known: {known}")
+    return LOW_PRECISION_KERNELS[key]
+
+
+@dataclass(frozen=True)
+class Float32Slots:
+    """Inputs/outputs of an op that stay float32 even when the op runs in FP16/BF16."""
+
+    op_type: str
+    inputs: tuple[int, ...]
+    outputs: tuple[int, ...]
+    why: str
+    source: str
+
+
+FLOAT32_SLOTS: dict[str, Float32Slots] = {
+    s.op_type: s
+    for s in [
+        Float32Slots("Resize", (1, 2), (), "roi and scales are tensor(float) in the CUDA kernel",
+                     f"{ORT_KERNELS_DOC}, Resize: scales:tensor(float); onnxconverter-common "
+                     "issues on Resize scales"),
+        Float32Slots("Upsample", (1,), (), "scales is tensor(float)", f"{ORT_KERNELS_DOC}, Upsample"),
+        Float32Slots("LayerNormalization", (), (1, 2), "Mean and InvStdDev are U = tensor(float)",
+                     f"{ORT_KERNELS_DOC}, LayerNormalization 17+: U = tensor(float)"),
+        Float32Slots("com.microsoft::SkipLayerNormalization", (), (1, 2),
+                     "mean and inv_std_var are U (float)", f"{ORT_KERNELS_DOC}, SkipLayerNormalization"),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    name: str
+    onnx_type: str
+    max_finite: float
+    min_normal: float
+    min_subnormal: float
+    source: str
+
+
+FLOAT_FORMATS: dict[str, FloatFormat] = {
+    "fp16": FloatFormat("fp16", "FLOAT16", 65504.0, 2.0**-14, 2.0**-24, IEEE_BINARY16),
+    "bf16": FloatFormat("bf16", "BFLOAT16", 3.3895313892515355e38, 1.1754943508222875e-38,
+                        9.183549615799121e-41, IEEE_BFLOAT16),
+}
+
+#: Activations whose magnitude exceeds this are kept in float32 by --auto (before any
+#: accuracy check): NVIDIA ModelOpt AutoCast's default ``data_max`` threshold.
+AUTOCAST_DATA_MAX = Constant(
+    512.0, "NVIDIA TensorRT Model Optimizer AutoCast, --data_max default 512")

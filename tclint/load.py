@@ -1,0 +1,368 @@
+"""Loading models and resolving their shapes, without reading weights.
+
+``load_model`` reads structure only: onnx-ir keeps external tensors lazy (``ExternalTensor.shape``
+does no I/O), so a model with tens of GB of external weights loads in milliseconds, and a model
+whose external data file is missing still loads (``check`` needs only dims).
+
+``resolve_shapes`` binds user-given symbolic dims, then runs ONNX shape inference with data
+propagation, then onnxruntime's symbolic shape inference where ONNX's stops (com.microsoft ops,
+Reshape to computed shapes). Both see the model with its large initializers turned into typed
+graph inputs, so they never see weight bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+
+from tclint.errors import InputError, UsageError
+
+logger = logging.getLogger(__name__)
+
+#: Initializers larger than this are hidden from the proto-based shape inference tools.
+_SMALL_TENSOR_BYTES = 1024
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing the user's dim bindings
+# --------------------------------------------------------------------------------------------
+_SHAPE_RE = re.compile(r"^\s*(?P<name>.+?)\s*:\s*(?P<shape>\[?[\d\s,x\*]*\]?)\s*$")
+
+
+def parse_dim(text: str) -> tuple[str, int]:
+    """``batch=8`` -> ("batch", 8)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise UsageError(f"--dim expects NAME=VALUE, got {text!r}")
+    try:
+        number = int(value.strip())
+    except ValueError:
+        raise UsageError(f"--dim {text!r}: {value.strip()!r} is not an integer") from None
+    if number < 1:
+        raise UsageError(f"--dim {text!r}: dims must be positive")
+    return name.strip(), number
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Accept the three spellings users know: ``image:1x3x224x224`` (trtexec),
+    ``image:[1,3,224,224]`` (polygraphy) and ``image:1,3,224,224`` (onnxsim)."""
+    # The name itself may contain ':' (e.g. "input:0" from TF exports): split at the last one.
+    name, sep, shape = text.rpartition(":")
+    if not sep or not name:
+        raise UsageError(f"--input-shape expects NAME:SHAPE (e.g. image:1x3x224x224), got {text!r}")
+    body = shape.strip()
+    if body.startswith("[") and body.endswith("]"):
+        body = body[1:-1]
+    parts = [p for p in re.split(r"[x,\s]+", body) if p]
+    try:
+        dims = tuple(int(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"--input-shape {text!r}: shape must be integers, e.g. 1x3x224x224") from None
+    if any(d < 0 for d in dims):
+        raise UsageError(f"--input-shape {text!r}: dims must not be negative")
+    return name.strip(), dims
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+def load_model(path: str | os.PathLike) -> ir.Model:
+    """Load a model's structure with lazy weights. Raises InputError with a one-line reason."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file")
+    if p.is_dir():
+        raise InputError(f"{p}: is a directory, not an ONNX file")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1)
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read: {exc.strerror}") from None
+    if not head:
+        raise InputError(f"{p}: empty file, not an ONNX model")
+    try:
+        proto = onnx.load(str(p), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError / RuntimeWarning variants
+        raise InputError(f"{p}: not a valid ONNX model (truncated or not ONNX: {_first_line(exc)})") from None
+    _validate_proto(p, proto)
+    try:
+        model = ir.serde.deserialize_model(proto)
+    except Exception as exc:
+        raise InputError(f"{p}: malformed ONNX model: {_first_line(exc)}") from None
+    base_dir = str(p.resolve().parent)
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if isinstance(value.const_value, ir.ExternalTensor):
+                value.const_value.base_dir = base_dir
+    _check_opsets(p, model)
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def _validate_proto(path: Path, proto: onnx.ModelProto) -> None:
+    """Protobuf happily parses random bytes into an empty message: insist on a real model."""
+    if not proto.HasField("graph") or (not proto.graph.node and not proto.graph.output):
+        if not proto.opset_import and not proto.ir_version:
+            raise InputError(f"{path}: not an ONNX model (no graph, no opset)")
+        raise InputError(f"{path}: the model has an empty graph")
+    if not proto.graph.output:
+        raise InputError(f"{path}: the graph has no outputs")
+    seen: set[str] = set()
+    for node in proto.graph.node:
+        for out in node.output:
+            if out and out in seen:
+                raise InputError(f"{path}: value {out!r} is produced twice (duplicate name)")
+            if out:
+                seen.add(out)
+
+
+def _check_opsets(path: Path, model: ir.Model) -> None:
+    max_opset = onnx.defs.onnx_opset_version()
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx"))
+    if opset is None:
+        # A graph made only of custom-domain ops has no default opset; anything else needs one.
+        if any(n.domain in ("", "ai.onnx") for n in model.graph.all_nodes()):
+            raise InputError(f"{path}: the model does not import the default ONNX opset")
+        return
+    if opset > max_opset:
+        raise InputError(
+            f"{path}: opset {opset} is newer than this onnx ({onnx.__version__}) supports "
+            f"(max {max_opset}); upgrade onnx"
+        )
+    if opset < 1:
+        raise InputError(f"{path}: invalid opset version {opset}")
+    functions = {(f.domain, f.name) for f in model.functions.values()}
+    for node in model.graph.all_nodes():
+        if node.domain not in ("", "ai.onnx") or (node.domain, node.op_type) in functions:
+            continue
+        try:
+            onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            where = f" (node {node.name!r})" if node.name else ""
+            raise InputError(
+                f"{path}: unsupported op {node.op_type!r} in opset {opset}{where}"
+            ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Shapes
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ShapeResolution:
+    """What shape resolution did, for the report."""
+
+    bound: dict[str, int] = field(default_factory=dict)
+    unused_bindings: list[str] = field(default_factory=list)
+    onnx_inference: bool = False
+    symbolic_inference: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def bind_inputs(
+    model: ir.Model,
+    *,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Iterable[int]] | None = None,
+) -> ShapeResolution:
+    """Replace symbolic input dims by the user's values. Checks names, ranks and fixed dims."""
+    dims = dict(dims or {})
+    input_shapes = {k: tuple(v) for k, v in (input_shapes or {}).items()}
+    result = ShapeResolution()
+    inputs = {v.name: v for v in model.graph.inputs if not v.is_initializer()}
+    for name, shape in input_shapes.items():
+        if name not in inputs:
+            known = ", ".join(sorted(inputs)) or "none"
+            raise InputError(f"--input-shape names {name!r}, which is not a model input (inputs: {known})")
+        value = inputs[name]
+        if value.shape is not None:
+            if len(value.shape) != len(shape):
+                raise InputError(
+                    f"--input-shape {name}: rank {len(shape)} given, the model declares rank "
+                    f"{len(value.shape)} ({_fmt_shape(value.shape)})"
+                )
+            for declared, given in zip(value.shape, shape):
+                if isinstance(declared, int) and declared != given:
+                    raise InputError(
+                        f"--input-shape {name}: {list(shape)} conflicts with the model's "
+                        f"fixed shape {_fmt_shape(value.shape)}"
+                    )
+                if isinstance(declared, ir.SymbolicDim) and declared.value:
+                    result.bound.setdefault(declared.value, given)
+        value.shape = ir.Shape(list(shape))
+    used: set[str] = set()
+    for value in inputs.values():
+        if value.shape is None:
+            continue
+        new_dims = []
+        changed = False
+        for d in value.shape:
+            if isinstance(d, ir.SymbolicDim) and d.value in dims:
+                new_dims.append(dims[d.value])
+                used.add(d.value)
+                changed = True
+            else:
+                new_dims.append(d)
+        if changed:
+            value.shape = ir.Shape(new_dims)
+    result.bound.update({k: v for k, v in dims.items() if k in used})
+    result.unused_bindings = sorted(set(dims) - used)
+    for name in result.unused_bindings:
+        logger.warning("--dim %s matches no symbolic input dim", name)
+    return result
+
+
+def _fmt_shape(shape: ir.Shape) -> str:
+    return "[" + ",".join(str(d) if isinstance(d, int) else (d.value or "?") for d in shape) + "]"
+
+
+def resolve_shapes(
+    model: ir.Model,
+    *,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Iterable[int]] | None = None,
+    symbolic: bool = True,
+) -> ShapeResolution:
+    """Bind inputs, then infer every value's shape in place (structure only, no weights)."""
+    result = bind_inputs(model, dims=dims, input_shapes=input_shapes)
+    result.onnx_inference = _onnx_inference(model, result)
+    if symbolic and _has_unknown_dims(model):
+        result.symbolic_inference = _ort_symbolic_inference(model, result)
+    return result
+
+
+def _has_unknown_dims(model: ir.Model) -> bool:
+    for node in model.graph.all_nodes():
+        for value in node.outputs:
+            if value.shape is None:
+                return True
+            if any(not isinstance(d, int) for d in value.shape):
+                return True
+    return False
+
+
+def _stripped_proto(model: ir.Model) -> onnx.ModelProto:
+    """Serialize the model with large initializers turned into typed inputs (no weight bytes)."""
+    graph = model.graph
+    saved_inputs = list(graph.inputs)
+    hidden: list[ir.Value] = []
+    for value in list(graph.initializers.values()):
+        tensor = value.const_value
+        if tensor is None or tensor.nbytes > _SMALL_TENSOR_BYTES or isinstance(tensor, ir.ExternalTensor):
+            if value.shape is None and tensor is not None:
+                value.shape = tensor.shape
+            if value.dtype is None and tensor is not None:
+                value.dtype = tensor.dtype
+            hidden.append(value)
+    try:
+        for value in hidden:
+            graph.initializers.pop(value.name)
+            if value not in graph.inputs:
+                graph.inputs.append(value)
+        return ir.serde.serialize_model(model)
+    finally:
+        graph.inputs.clear()
+        graph.inputs.extend(saved_inputs)
+        for value in hidden:
+            graph.initializers.add(value)
+
+
+def _merge_shapes(model: ir.Model, inferred: onnx.ModelProto) -> int:
+    """Copy inferred types/shapes into the IR where they know more than we do."""
+    known: dict[str, onnx.TypeProto] = {}
+    _collect_value_info(inferred.graph, known)
+    updated = 0
+    for value in _all_values(model):
+        t = known.get(value.name)
+        if t is None or not t.HasField("tensor_type"):
+            continue
+        tt = t.tensor_type
+        if value.dtype is None and tt.elem_type:
+            value.dtype = ir.DataType(tt.elem_type)
+        if not tt.HasField("shape"):
+            continue
+        new = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value"):
+                new.append(d.dim_value)
+            else:
+                new.append(ir.SymbolicDim(d.dim_param or None))
+        if _known_count(new) > _known_count(value.shape):
+            value.shape = ir.Shape(new)
+            updated += 1
+    return updated
+
+
+def _collect_value_info(graph: onnx.GraphProto, known: dict[str, onnx.TypeProto]) -> None:
+    """Value infos of a graph and of every subgraph (If/Loop/Scan bodies) inside it."""
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        known.setdefault(vi.name, vi.type)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _collect_value_info(attr.g, known)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    _collect_value_info(sub, known)
+
+
+def _known_count(dims) -> int:
+    if dims is None:
+        return -1
+    return sum(1 for d in dims if isinstance(d, int))
+
+
+def _all_values(model: ir.Model):
+    for graph in model.graphs():
+        yield from graph.inputs
+        for node in graph:
+            yield from node.outputs
+
+
+def _onnx_inference(model: ir.Model, result: ShapeResolution) -> bool:
+    try:
+        proto = _stripped_proto(model)
+        inferred = onnx.shape_inference.infer_shapes(
+            proto, check_type=False, strict_mode=False, data_prop=True
+        )
+    except Exception as exc:
+        result.notes.append(f"ONNX shape inference failed: {_first_line(exc)}")
+        logger.info("ONNX shape inference failed: %s", exc)
+        return False
+    _merge_shapes(model, inferred)
+    return True
+
+
+def _ort_symbolic_inference(model: ir.Model, result: ShapeResolution) -> bool:
+    try:
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+    except ImportError:  # pragma: no cover - onnxruntime is a dependency
+        return False
+    try:
+        proto = _stripped_proto(model)
+        # Symbolic inference refuses inputs without shapes; it also logs loudly: keep it quiet.
+        ort_logger = logging.getLogger("onnxruntime.tools.symbolic_shape_infer")
+        level = ort_logger.level
+        ort_logger.setLevel(logging.CRITICAL)
+        try:
+            inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True, guess_output_rank=True)
+        finally:
+            ort_logger.setLevel(level)
+    except Exception as exc:
+        result.notes.append(f"onnxruntime symbolic shape inference failed: {_first_line(exc)}")
+        logger.info("symbolic shape inference failed: %s", exc)
+        return False
+    if inferred is None:
+        return False
+    _merge_shapes(model, inferred)
+    return True

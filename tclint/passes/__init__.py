@@ -1,0 +1,1 @@
+"""Model rewrites as onnx-ir passes."""
