@@ -93,6 +93,8 @@ class ConversionStats:
     casts_inserted: int
     casts_removed: int
     functions_low_precision: tuple[str, ...] = ()
+    #: names of the nodes that run in low precision (after unnamed nodes were named)
+    low_precision_nodes: tuple[str, ...] = ()
 
 
 class ConvertFloat16Pass(ir.passes.InPlacePass):
@@ -171,6 +173,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         self._kept: list[KeptNode] = []
         self._clamps: list[TensorClamp] = []
         self._low_nodes = 0
+        self._low_names: list[str] = []
         self._inserted = 0
         self._counter = 0
         self._names = {v.name for v in _all_values(model) if v.name}
@@ -203,7 +206,8 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             casts_in_output=casts_after,
             casts_inserted=self._inserted,
             casts_removed=removed,
-            functions_low_precision=tuple(sorted(self._functions_low)),
+            functions_low_precision=tuple(sorted(f"{d}::{n}" for d, n, _ in self._functions_low)),
+            low_precision_nodes=tuple(self._low_names),
         )
         logger.info(
             "converted %d nodes to %s, kept %d in float32, %d Casts",
@@ -294,6 +298,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
                 node.replace_input_with(i, self._as_type(value, want, graph, node))
         if low:
             self._low_nodes += 1
+            self._low_names.append(node.name or "")
             self._rewrite_dtype_attrs(node, self.low)
             if node.op_type == "CastLike":
                 like = node.inputs[1]
@@ -444,13 +449,13 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
                 graph.insert_after(producer, cast)
             else:
                 graph.insert_before(consumer, cast)
-            self._inserted += 1
             result = cast.outputs[0]
         self._cast_cache[key] = result
         return result
 
     def _make_cast(self, value: ir.Value, to: ir.DataType, *, out_name: str | None = None) -> ir.Node:
         base = value.name or "value"
+        self._inserted += 1
         out = ir.Value(
             name=out_name or self._fresh(f"{base}_{_short(to)}"),
             type=ir.TensorType(to),
