@@ -194,7 +194,7 @@ def check_gemm_n(ctx: Context) -> Iterator[Finding]:
         mult = ctx.target.multiple(layer.precision)
         if layer.role in ("attention_pv", "attention_qk") or not _misaligned(layer.n, mult):
             continue
-        if layer.role == "lm_head":
+        if _is_vocab_projection(ctx, layer):
             continue  # reported by TC104 with the vocab multiple
         yield _finding(
             ctx, "TC102", layer, cost,
@@ -225,12 +225,20 @@ def check_gemm_m(ctx: Context) -> Iterator[Finding]:
                 f"(pad_to_multiple_of={mult}) or the batch; the model cannot fix a runtime dim")
 
 
+#: Below this many outputs a projection is a small classifier head, not a vocab: TC102 covers it.
+VOCAB_MIN_N = 512
+
+
+def _is_vocab_projection(ctx: Context, layer: Layer) -> bool:
+    return layer.role == "lm_head" and layer.n is not None and layer.n >= VOCAB_MIN_N
+
+
 @rule("TC104", "unaligned-vocab-projection", "error", "Output/vocab projection N is not a multiple of 64")
 def check_vocab(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _gemms(ctx):
-        if layer.role != "lm_head" or layer.n is None or layer.n % ctx.extra.get("vocab_multiple", 64) == 0:
-            continue
         mult = max(ctx.extra.get("vocab_multiple", 64), ctx.target.multiple(layer.precision))
+        if not _is_vocab_projection(ctx, layer) or layer.n % mult == 0:
+            continue
         yield _finding(
             ctx, "TC104", layer, cost,
             message=f"output projection N={layer.n} is not a multiple of {mult}",
