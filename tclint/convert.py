@@ -12,7 +12,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ import onnx_ir as ir
 
 from tclint import specs
 from tclint.errors import InputError, UsageError, VerificationError
-from tclint.io import PROTO_LIMIT_BYTES, model_weight_bytes, require_readable_weights, save_model_atomic
+from tclint.io import model_weight_bytes, require_readable_weights, save_model_atomic
 from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, TensorClamp
 
 logger = logging.getLogger(__name__)
@@ -355,5 +355,5 @@ def parse_names(values: Iterable[str] | None) -> list[str]:
 
 __all__ = [
     "ConvertReport", "convert_model", "format_json", "format_table", "random_feeds",
-    "within_tolerance", "load_feeds", "parse_names", "PROTO_LIMIT_BYTES", "Mapping",
+    "within_tolerance", "load_feeds", "parse_names",
 ]

@@ -185,7 +185,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         if not self.keep_io_types:
             for value in graph.inputs:
                 if value.dtype == FLOAT:
-                    value.dtype = self.low
+                    _set_dtype(value, self.low)
         self._convert_graph(graph)
         self._fix_graph_outputs(graph, original_outputs)
         removed = self._cleanup_casts(model)
@@ -303,11 +303,11 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             if node.op_type == "CastLike":
                 like = node.inputs[1]
                 if like is not None and like.dtype is not None:
-                    node.outputs[0].dtype = like.dtype
+                    _set_dtype(node.outputs[0], like.dtype)
                 return
             for k, out in enumerate(node.outputs):
                 if out.dtype == FLOAT and k not in fp32_out:
-                    out.dtype = self.low
+                    _set_dtype(out, self.low)
         elif node.op_type in _DTYPE_ATTR_LIKE and node.outputs[0].dtype == FLOAT:
             # The input may now be low precision: pin the output type explicitly.
             node.attributes["dtype"] = ir.AttrInt64("dtype", int(FLOAT))
@@ -318,7 +318,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             to = node.attributes.get("to")
             if to is not None and to.value == int(FLOAT):
                 node.attributes["to"] = ir.AttrInt64("to", int(low))
-                node.outputs[0].dtype = low
+                _set_dtype(node.outputs[0], low)
         elif op in _DTYPE_ATTR_LIKE or op in _DTYPE_ATTR_DEFAULT_FLOAT:
             if node.outputs[0].dtype == FLOAT:
                 node.attributes["dtype"] = ir.AttrInt64("dtype", int(low))
@@ -348,7 +348,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
                 target = self.low if low else FLOAT
                 for branch in branches:
                     self._set_subgraph_output(branch, k, target)
-                out.dtype = target
+                _set_dtype(out, target)
             return
         # Loop / Scan: state and scan outputs stay float32 at the boundary.
         first_state = 2 if node.op_type == "Loop" else 0
@@ -422,7 +422,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             self._low_nodes += 1
             for out in node.outputs:
                 if out.dtype == FLOAT:
-                    out.dtype = self.low
+                    _set_dtype(out, self.low)
 
     # ----------------------------------------------------------------------------------------
     # Casts and constants
@@ -611,6 +611,11 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+def _set_dtype(value: ir.Value, dtype: ir.DataType) -> None:
+    """Give ``value`` a new type object (type objects may be shared between model clones)."""
+    value.type = ir.TensorType(dtype)
+
+
 def _is_floaty(value: ir.Value | None) -> bool:
     return value is not None and value.dtype in (FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 

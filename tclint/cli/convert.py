@@ -1,0 +1,75 @@
+"""``tclint convert MODEL -o OUT``: FP16/BF16 conversion for a target runtime (thin CLI layer)."""
+
+from __future__ import annotations
+
+import sys
+
+from tclint.convert import convert_model, format_json, format_table, parse_names
+from tclint.errors import UsageError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "convert",
+        help="convert a float32 model to FP16/BF16 for a runtime",
+        description="Convert a float32 ONNX model to FP16 (or BF16), keeping float32 only where "
+        "the target provider has no kernel, a value would overflow, or --auto finds it needed. "
+        "The output is checked in onnxruntime (CPU) before it is written.",
+    )
+    p.add_argument("model", help="input .onnx model (never modified)")
+    p.add_argument("-o", "--output", required=True, help="output .onnx path (written atomically)")
+    p.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16")
+    p.add_argument("--keep-io-types", action="store_true", default=True,
+                   help="graph inputs/outputs stay float32 with one Cast each (default)")
+    p.add_argument("--no-keep-io-types", dest="keep_io_types", action="store_false",
+                   help="graph inputs/outputs become FP16/BF16 too")
+    p.add_argument("--block-op", action="append", default=[], metavar="OP",
+                   help="keep every node of this op type in float32 (repeatable, comma lists)")
+    p.add_argument("--block-node", action="append", default=[], metavar="NAME",
+                   help="keep this node in float32 (repeatable, comma lists)")
+    p.add_argument("--provider", choices=["cuda", "cpu", "tensorrt"], default="cuda",
+                   help="runtime whose FP16 kernels decide what converts (default: cuda)")
+    p.add_argument("--auto", action="store_true",
+                   help="find nodes to keep float32 so outputs stay within --rtol/--atol")
+    p.add_argument("--inputs", metavar="NPZ",
+                   help="sample inputs (.npz, one array per input; extra leading axis = samples)")
+    p.add_argument("--rtol", type=float, default=1e-2, help="relative tolerance (default 1e-2)")
+    p.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (default 1e-3)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="do not load the result in onnxruntime before writing")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.rtol < 0 or args.atol < 0:
+        raise UsageError("--rtol and --atol must be >= 0")
+    progress = _progress if sys.stderr.isatty() else None
+    report = convert_model(
+        args.model,
+        args.output,
+        dtype=args.dtype,
+        keep_io_types=args.keep_io_types,
+        block_ops=parse_names(args.block_op),
+        block_nodes=parse_names(args.block_node),
+        provider=args.provider,
+        auto=args.auto,
+        inputs=args.inputs,
+        rtol=args.rtol,
+        atol=args.atol,
+        verify=args.verify,
+        progress=progress,
+    )
+    if progress:
+        sys.stderr.write("\r\033[K")
+    text = format_json(report) if args.format == "json" else format_table(report)
+    sys.stdout.write(text)
+    if report.auto is not None and not report.auto["within_tolerance"]:
+        print("tclint: warning: --auto could not meet the tolerance; see the report", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _progress(message: str) -> None:
+    sys.stderr.write(f"\r\033[Ktclint convert: {message}")
+    sys.stderr.flush()
