@@ -221,3 +221,46 @@ def test_cuda_io_binding_and_memory(models):
     assert "CUDAExecutionProvider" in report.providers_used
     assert report.models[0].peak_memory_bytes is not None
     assert report.models[1].agreement.agrees
+
+
+# --------------------------------------------------------------------------------------------
+# benchmarks/calibrate.py: the plumbing (the real sweep needs a GPU)
+# --------------------------------------------------------------------------------------------
+CALIBRATE = ROOT / "benchmarks" / "calibrate.py"
+
+
+@pytest.mark.skipif(cuda_available(), reason="this machine has CUDA")
+def test_calibrate_refuses_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(CALIBRATE), "--out", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "calibration measures a GPU" in proc.stderr
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_calibrate_table_loads_into_the_cost_model(tmp_path):
+    from tclint.specs import DEFAULT_CONSTANTS, load_calibration
+
+    out = tmp_path / "c.json"
+    proc = subprocess.run(
+        [sys.executable, str(CALIBRATE), "--out", str(out), "--allow-cpu", "--sizes", "64,128",
+         "--runs", "3", "--warmup", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(out.read_text())
+    assert {"gpu", "driver", "command", "constants"} <= set(data)
+    if not cuda_available():
+        assert data["gpu"].startswith("cpu") and data["provider"] == "cpu"
+        assert "gemm_efficiency" not in data["constants"]  # no GPU peak to compare with
+    assert "--allow-cpu" in data["command"]
+    constants, meta = load_calibration(out)
+    measured = data["constants"]
+    assert {"misaligned_minimum_factor", "conv_c3_factor", "launch_overhead_s"} <= set(measured)
+    for name, value in measured.items():
+        assert getattr(constants, name).value == value and value >= 0
+        assert getattr(constants, name).source.startswith("measured: ")
+    assert constants.gemm_efficiency == DEFAULT_CONSTANTS.gemm_efficiency or "gemm_efficiency" in measured
+    gemms = [m for m in data["measurements"] if m["kind"] == "gemm"]
+    assert {(m["m"], m["k"]) for m in gemms} >= {(64, 63), (128, 127), (64, 64)}
+    assert meta["driver"] == data["driver"]
