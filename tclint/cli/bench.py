@@ -6,22 +6,19 @@ import argparse
 import sys
 
 from tclint.bench import ALGO_SEARCH, PROVIDERS, bench_models, format_json, format_table
+from tclint.cli.common import add_shape_flags, shape_bindings
 from tclint.errors import OutputError
-from tclint.load import parse_dim, parse_input_shape
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by ``bench`` and ``optimize``."""
+    """Flags shared by ``bench`` and ``optimize`` (``--dim``/``--input-shape`` come from
+    :func:`tclint.cli.common.add_shape_flags`)."""
     parser.add_argument("--provider", choices=PROVIDERS, default=None,
                         help="onnxruntime provider (default: cuda when a CUDA session can be created, else cpu)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs per model first (default 10)")
     parser.add_argument("--runs", type=int, default=100, help="timed runs per model (default 100)")
     parser.add_argument("--batch", type=int, default=None,
                         help="items per run, for throughput; also binds a symbolic leading input dim")
-    parser.add_argument("--dim", action="append", default=[], metavar="NAME=N",
-                        help="bind a symbolic dim, e.g. --dim batch=8 (repeatable)")
-    parser.add_argument("--input-shape", action="append", default=[], metavar="NAME:SHAPE",
-                        help="an input's shape: image:1x3x224x224, image:[1,3,224,224] or image:1,3,224,224")
     parser.add_argument("--inputs", default=None, metavar="DATA.npz", help="inputs by name instead of random ones")
     parser.add_argument("--prefer-nhwc", action="store_true", help="CUDA provider option prefer_nhwc=1")
     parser.add_argument("--cudnn-algo-search", choices=list(ALGO_SEARCH), default="exhaustive",
@@ -29,13 +26,14 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def runtime_options(args: argparse.Namespace) -> dict:
+    dims, input_shapes = shape_bindings(args)
     return {
         "provider": args.provider,
         "warmup": args.warmup,
         "runs": args.runs,
         "batch": args.batch,
-        "dims": dict(parse_dim(d) for d in args.dim),
-        "input_shapes": dict(parse_input_shape(s) for s in args.input_shape),
+        "dims": dims,
+        "input_shapes": input_shapes,
         "inputs_npz": args.inputs,
         "prefer_nhwc": args.prefer_nhwc,
         "cudnn_algo_search": args.cudnn_algo_search,
@@ -50,6 +48,7 @@ def register(subparsers) -> None:
         "throughput, memory, output agreement with the first model and speedup over it.",
     )
     parser.add_argument("models", nargs="+", help="ONNX models; the first is the reference")
+    add_shape_flags(parser)
     add_runtime_arguments(parser)
     parser.add_argument("--rtol", type=float, default=None, help="agreement tolerance (default by precision)")
     parser.add_argument("--atol", type=float, default=None, help="agreement tolerance (default by precision)")
