@@ -40,7 +40,7 @@ class CheckOptions:
     dims: dict[str, int] = field(default_factory=dict)
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     hot_threshold: float = 0.01
-    quantization_threshold: float = 0.25
+    quantization_threshold: float = 0.5
     vocab_multiple: int = 64
     select: list[str] = field(default_factory=lambda: ["ALL"])
     ignore: list[str] = field(default_factory=list)

@@ -133,7 +133,7 @@ def convert_model(
     if verify and small:
         session = _session(model, label)
         loads = True
-        if feeds and reference is not None:
+        if feeds and reference is not None and not _has_low_random_ops(model):
             got = [_run_session(session, f) for f in feeds]
             max_abs, max_rel = _errors(reference, got)
     if out_path is not None:
@@ -264,6 +264,14 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
         raise VerificationError(
             f"{label}: the converted model does not load in onnxruntime: {exc}"
         ) from None
+
+
+def _has_low_random_ops(model: ir.Model) -> bool:
+    """onnxruntime's CPU provider aborts (not raises) on FP16/BF16 random ops: do not run them."""
+    return any(
+        n.op_type.startswith("Random") and n.outputs[0].dtype not in (None, ir.DataType.FLOAT)
+        for n in model.graph.all_nodes()
+    )
 
 
 def _run_session(session, feeds: Feeds) -> list[np.ndarray]:

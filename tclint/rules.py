@@ -59,7 +59,7 @@ class Context:
     cost: ModelCost
     target: Target
     hot_threshold: float = 0.01
-    quantization_threshold: float = 0.25
+    quantization_threshold: float = 0.5
     model: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -267,7 +267,9 @@ def check_head_dim(ctx: Context) -> Iterator[Finding]:
 @rule("TC110", "tile-quantization", "warning", "Tile or wave quantization wastes more than a threshold of the layer's work")
 def check_quantization(ctx: Context) -> Iterator[Finding]:
     for layer, cost in ctx.cost.layers:
-        if cost.tile is None or cost.bound != "compute" or cost.waste <= ctx.quantization_threshold:
+        if cost.tile is None or cost.bound != "compute" or cost.assumed:
+            continue  # memory-bound layers do not care; assumed dims would make it up
+        if cost.waste <= ctx.quantization_threshold:
             continue
         share = ctx.share(cost)
         if share < ctx.hot_threshold:
@@ -381,7 +383,7 @@ def check_layout(ctx: Context) -> Iterator[Finding]:
 @rule("TC901", "unresolved-dimension", "info", "A symbolic dim is unbound: the layers using it cannot be fully checked")
 def check_unresolved(ctx: Context) -> Iterator[Finding]:
     for name, count in sorted(ctx.view.unresolved_symbols.items()):
-        label = name if name != "?" else "an unnamed dim"
+        label = name if name != "?" else "a computed dim with no name"
         bind = f"--dim {name}=N" if name != "?" else "--input-shape NAME:SHAPE"
         yield _finding(
             ctx, "TC901", None, None,

@@ -20,6 +20,7 @@ Weights are recognised where exporters put them (see :func:`is_constant`); only 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -493,6 +494,8 @@ class _Builder:
             if isinstance(cx, int):
                 c = cx
         out = _shape(node.outputs[0]) if node.outputs else None
+        if (out is None or len(out) != len(sw)) and sx is not None and len(sx) == len(sw) and not transpose:
+            out = _conv_output_shape(node, sx, kernel, layout, k)
         if out is not None and len(out) == len(sw):
             spatial_out = out[1:-1] if layout == "NHWC" else out[2:]
             n_img = out[0]
@@ -515,6 +518,32 @@ class _Builder:
         return True
 
 
+def _conv_output_shape(node: ir.Node, sx: list, kernel: tuple, layout: str, k) -> list | None:
+    """Output shape of a (non-transposed) conv from its attributes, for ops shape inference
+    does not know (com.microsoft.NhwcConv)."""
+    spatial = sx[1:-1] if layout == "NHWC" else sx[2:]
+    n = len(spatial)
+    if not all(isinstance(d, int) for d in spatial) or not all(kernel):
+        return None
+    strides = list(_attr_ints(node, "strides") or [1] * n)
+    dil = list(_attr_ints(node, "dilations") or [1] * n)
+    pads = list(_attr_ints(node, "pads") or [0] * (2 * n))
+    auto = _attr_str(node, "auto_pad", "NOTSET")
+    out = []
+    for i, d in enumerate(spatial):
+        if auto in ("SAME_UPPER", "SAME_LOWER"):
+            out.append(-(-d // strides[i]))
+        else:
+            eff = dil[i] * (kernel[i] - 1) + 1
+            out.append((d + pads[i] + pads[i + n] - eff) // strides[i] + 1)
+    return [sx[0], *out, k] if layout == "NHWC" else [sx[0], k, *out]
+
+
+def _attr_ints(node: ir.Node, name: str):
+    attr = node.attributes.get(name)
+    return [int(v) for v in attr.value] if attr is not None else None
+
+
 def _gemm_elements(m, n, k, batch, weight_dims) -> float | None:
     if None in (m, n, k, batch):
         return None
@@ -524,12 +553,14 @@ def _gemm_elements(m, n, k, batch, weight_dims) -> float | None:
 
 
 def _symbols(values) -> list[str]:
+    """Symbol names in dim expressions; names made up by shape inference (unk__N) become "?"."""
     names = []
     for v in values:
-        for part in str(v).split("*"):
+        for part in re.split(r"[*+\-/() ]+", str(v)):
             part = part.strip()
-            if part and not part.isdigit():
-                names.append(part)
+            if not part or part.isdigit():
+                continue
+            names.append("?" if part.startswith("unk__") or part == "None" else part)
     return sorted(set(names))
 
 
@@ -842,7 +873,7 @@ def build_view(model: ir.Model, *, compute_precision: str = "fp16") -> ModelView
         count += 1
         fn = functions.get((node.domain, node.op_type, node.overload))
         if fn is not None:
-            count += _visit_function(b, functions, fn, f"{path}/", set())
+            count += _visit_function(b, functions, fn, f"{path}/", set(), node)
             continue
         b.visit(path, node)
     return ModelView(layers=b.layers, memory_ops=b.memory_ops, uncovered=b.uncovered,
@@ -850,19 +881,39 @@ def build_view(model: ir.Model, *, compute_precision: str = "fp16") -> ModelView
                      node_count=count)
 
 
-def _visit_function(b: _Builder, functions, fn: ir.Function, prefix: str, stack: set) -> int:
+def _visit_function(b: _Builder, functions, fn: ir.Function, prefix: str, stack: set,
+                    call: ir.Node) -> int:
+    """Walk a model-local function's body as called by ``call``: its parameters take the call
+    site's shapes and constness for the duration of the walk."""
     key = (fn.domain, fn.name, fn.overload)
     if key in stack:
         return 0
     stack = stack | {key}
+    saved = []
+    for param, arg in zip(fn.inputs, call.inputs):
+        saved.append((param, param.shape, param.dtype, b.const.memo.get(id(param))))
+        if arg is not None:
+            if arg.shape is not None:
+                param.shape = arg.shape
+            if param.dtype is None and arg.dtype is not None:
+                param.dtype = arg.dtype
+            b.const.memo[id(param)] = b.const.is_constant(arg)
     count = 0
-    for path, node in iter_nodes(fn, prefix):
-        count += 1
-        inner = functions.get((node.domain, node.op_type, node.overload))
-        if inner is not None:
-            count += _visit_function(b, functions, inner, f"{path}/", stack)
-        else:
-            b.visit(path, node)
+    try:
+        for path, node in iter_nodes(fn, prefix):
+            count += 1
+            inner = functions.get((node.domain, node.op_type, node.overload))
+            if inner is not None:
+                count += _visit_function(b, functions, inner, f"{path}/", stack, node)
+            else:
+                b.visit(path, node)
+    finally:
+        for param, shape, dtype, memo in saved:
+            param.shape, param.dtype = shape, dtype
+            if memo is None:
+                b.const.memo.pop(id(param), None)
+            else:
+                b.const.memo[id(param)] = memo
     return count
 
 

@@ -31,7 +31,7 @@ def register(sub) -> None:
     g.add_argument("--hot-threshold", type=float, default=None,
                    help="share of model GPU time that makes a layer hot (default 0.01 = 1%%)")
     g.add_argument("--quantization-threshold", type=float, default=None,
-                   help="TC110 fires above this fraction of wasted work (default 0.25)")
+                   help="TC110 fires above this fraction of wasted work (default 0.5)")
     g.add_argument("--fail-on", choices=FAIL_ON, default=None,
                    help="hot (default): hot alignment findings fail; any: any error/warning; none")
     g.add_argument("--exit-zero", action="store_true", help="exit 0 even when the gate fails")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import ml_dtypes
 import numpy as np
+import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import (
     LiftConstantsToInitializersPass,
@@ -241,6 +242,8 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
                 return False, None  # follows its float32 input: nothing to report
             if self.table.has_kernel(node.domain, node.op_type):
                 return True, None
+        if not _schema_allows(node, self.low, self._model.opset_imports):
+            return False, f"the ONNX schema of {_op_name(node)} has no {self.dtype} type"
         if not self.table.has_kernel(node.domain, node.op_type):
             return False, (
                 f"no {self.dtype} kernel for {_op_name(node)} on {self.provider} "
@@ -611,6 +614,33 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+_SCHEMA_CACHE: dict[tuple[str, str, int, int], bool] = {}
+
+
+def _schema_allows(node: ir.Node, low: ir.DataType, opsets: Mapping[str, int]) -> bool:
+    """False when the op's ONNX schema has a float type constraint without ``low``."""
+    domain = "" if node.domain == "ai.onnx" else node.domain
+    version = node.version or opsets.get(domain)
+    if version is None:
+        return True
+    key = (domain, node.op_type, version, int(low))
+    if key not in _SCHEMA_CACHE:
+        try:
+            schema = onnx.defs.get_schema(node.op_type, version, domain)
+        except onnx.defs.SchemaError:
+            _SCHEMA_CACHE[key] = True  # custom op: the kernel table decides
+        else:
+            want = f"tensor({'float16' if low == ir.DataType.FLOAT16 else 'bfloat16'})"
+            allowed = True
+            for constraint in schema.type_constraints:
+                types = set(constraint.allowed_type_strs)
+                if "tensor(float)" in types and want not in types:
+                    used_by_float = True
+                    allowed = allowed and not used_by_float
+            _SCHEMA_CACHE[key] = allowed
+    return _SCHEMA_CACHE[key]
+
+
 def _set_dtype(value: ir.Value, dtype: ir.DataType) -> None:
     """Give ``value`` a new type object (type objects may be shared between model clones)."""
     value.type = ir.TensorType(dtype)
