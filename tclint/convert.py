@@ -258,6 +258,10 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
     if disable_optimizations:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
+        if any(isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs()
+               for v in g.initializers.values()):
+            model = model.clone()
+            ir.external_data.load_to_model(model)
         data = ir.to_proto(model).SerializeToString()
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types

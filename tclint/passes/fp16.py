@@ -614,30 +614,45 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
-_SCHEMA_CACHE: dict[tuple[str, str, int, int], bool] = {}
+_SCHEMA_CACHE: dict[tuple, bool] = {}
 
 
 def _schema_allows(node: ir.Node, low: ir.DataType, opsets: Mapping[str, int]) -> bool:
-    """False when the op's ONNX schema has a float type constraint without ``low``."""
+    """False when a type variable the node would bind to ``low`` does not allow it.
+
+    Only the type variables of the slots that change are checked (LayerNormalization's ``U``,
+    bound to Mean/InvStdDev which stay float32, does not count).
+    """
     domain = "" if node.domain == "ai.onnx" else node.domain
     version = node.version or opsets.get(domain)
     if version is None:
         return True
-    key = (domain, node.op_type, version, int(low))
+    slots = specs.FLOAT32_SLOTS.get(_op_key(node))
+    fp32_in = set(slots.inputs) if slots else set()
+    fp32_out = set(slots.outputs) if slots else set()
+    any_type = _ANY_TYPE_INPUTS.get(node.op_type, set())
+    ins = tuple(i for i, v in enumerate(node.inputs)
+                if _is_floaty(v) and i not in fp32_in and i not in any_type)
+    outs = tuple(i for i, v in enumerate(node.outputs) if _is_floaty(v) and i not in fp32_out)
+    key = (domain, node.op_type, version, int(low), ins, outs)
     if key not in _SCHEMA_CACHE:
         try:
             schema = onnx.defs.get_schema(node.op_type, version, domain)
         except onnx.defs.SchemaError:
             _SCHEMA_CACHE[key] = True  # custom op: the kernel table decides
-        else:
-            want = f"tensor({'float16' if low == ir.DataType.FLOAT16 else 'bfloat16'})"
-            allowed = True
-            for constraint in schema.type_constraints:
-                types = set(constraint.allowed_type_strs)
-                if "tensor(float)" in types and want not in types:
-                    used_by_float = True
-                    allowed = allowed and not used_by_float
-            _SCHEMA_CACHE[key] = allowed
+            return True
+        want = f"tensor({'float16' if low == ir.DataType.FLOAT16 else 'bfloat16'})"
+        allowed_by = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+
+        def type_of(params, i):
+            if not params:
+                return None
+            return params[min(i, len(params) - 1)].type_str
+
+        used = {type_of(schema.inputs, i) for i in ins} | {type_of(schema.outputs, i) for i in outs}
+        _SCHEMA_CACHE[key] = all(
+            want in allowed_by[t] for t in used if t in allowed_by
+        ) and all(t in allowed_by or t == want for t in used if t is not None)
     return _SCHEMA_CACHE[key]
 
 
