@@ -443,9 +443,13 @@ def _load_structure(path: str) -> onnx.ModelProto:
         raise InputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:200]})") from None
 
 
-def _session(path: str, providers: list) -> ort.InferenceSession:
+def _session(path: str, providers: list, *, shared: bool = False) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    if shared and providers == ["CPUExecutionProvider"]:
+        # Interleaved sessions share the cores: a previous session's thread pool spinning
+        # after its run would slow down whichever model runs next.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(path, options, providers=providers)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
@@ -609,7 +613,8 @@ def bench_models(
     for spec, structure in zip(specs, structures):
         nhwc = prefer_nhwc if spec.prefer_nhwc is None else spec.prefer_nhwc
         before = memory.used() if memory else None
-        session = _session(spec.path, provider_list(provider, prefer_nhwc=nhwc, cudnn_algo_search=cudnn_algo_search))
+        session = _session(spec.path, provider_list(provider, prefer_nhwc=nhwc, cudnn_algo_search=cudnn_algo_search),
+                           shared=len(specs) > 1)
         if base_feeds is None:
             if inputs_npz is not None:
                 base_feeds = load_npz_inputs(inputs_npz)
@@ -646,10 +651,13 @@ def bench_models(
 
     samples: list[list[float]] = [[] for _ in runners]
     clock = time.perf_counter
-    for _ in range(runs):
-        for i, runner in enumerate(runners):
+    n = len(runners)
+    for r in range(runs):
+        # A/B/A/B, with the order rotated every round so no model always follows the same one.
+        for j in range(n):
+            i = (r + j) % n
             t0 = clock()
-            runner.run()
+            runners[i].run()
             samples[i].append(clock() - t0)
 
     outputs = [r.outputs() for r in runners]
@@ -699,7 +707,7 @@ def bench_models(
         io_binding=device is not None,
         provider_options=(
             {"prefer_nhwc": prefer_nhwc, "cudnn_conv_algo_search": ALGO_SEARCH[cudnn_algo_search]}
-            if device else {}
+            if device else ({"session.intra_op.allow_spinning": "0"} if len(specs) > 1 else {})
         ),
         inputs=tuple(input_infos),
         models=tuple(results),
