@@ -165,7 +165,8 @@ def bench_chart_svg(bench: Mapping) -> str:
                 f'<line class="whisker" x1="{x:.2f}" x2="{x:.2f}" y1="{y + 3}" y2="{y + bar_h - 3}" '
                 f'stroke="#222" stroke-width="2"><title>p90 {format_seconds(p90)}</title></line>'
             )
-        parts.append(f'<text x="{label_w + w + 6:.2f}" y="{y + bar_h / 2 + 4}">{format_seconds(med)}</text>')
+        end = max(w, bar_w * p90 / vmax if _is_number(p90) else 0.0)
+        parts.append(f'<text x="{label_w + end + 6:.2f}" y="{y + bar_h / 2 + 4}">{format_seconds(med)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -288,7 +289,7 @@ def render_html(results: Mapping) -> str:
             meta.append(f'<p class="meta">{text}: {_e(results[key])}</p>')
     bench = results.get("bench") or {}
     if bench:
-        parts = [f"{bench['provider']} ({bench.get('provider_note', '')})" if bench.get("provider") else ""]
+        parts = [str(bench.get("provider_note") or bench.get("provider") or "")]
         parts.append(str(bench.get("device") or ""))
         if bench.get("onnxruntime"):
             parts.append(f"onnxruntime {bench['onnxruntime']}")
