@@ -1,0 +1,146 @@
+"""tclint optimize: the whole pipeline end to end on CPU, on an example CNN and transformer."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from html.parser import HTMLParser
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+import _bench_models as bm
+from tclint.cli import main
+from tclint.config import CheckOptions
+from tclint.errors import VerificationError
+from tclint.optimize import STEPS, _fix_module, optimize_model
+
+FAST = {"warmup": 1, "runs": 10}
+HAS_FIX = _fix_module() is not None
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory):
+    return bm.save(bm.small_cnn(), tmp_path_factory.mktemp("opt") / "cnn.onnx")
+
+
+@pytest.fixture(scope="module")
+def transformer(tmp_path_factory):
+    return bm.save(bm.small_transformer(), tmp_path_factory.mktemp("opt") / "tr.onnx")
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+class _Bars(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.bars = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "rect" and attrs.get("class") == "bar":
+            self.bars.append(attrs)
+
+
+def _check_outputs(out, model_path, results, *, labels):
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["model.opt.onnx", "report.html", "report.json"]  # and no temp leftovers
+    data = json.loads((out / "report.json").read_text())
+    assert data == json.loads(json.dumps(results))
+    assert [s["name"] for s in data["steps"]] == list(STEPS)
+    assert all(s["status"] in {"done", "skipped"} and s["seconds"] >= 0 for s in data["steps"])
+
+    # the optimized model is FP16 inside, keeps the original's inputs/outputs, and runs
+    opt = onnx.load(str(out / "model.opt.onnx"))
+    onnx.checker.check_model(opt)
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in opt.graph.initializer)
+    orig = onnx.load(model_path)
+    assert [i.name for i in opt.graph.input] == [i.name for i in orig.graph.input]
+    assert [o.name for o in opt.graph.output] == [o.name for o in orig.graph.output]
+    ort.InferenceSession(str(out / "model.opt.onnx"), providers=["CPUExecutionProvider"])
+
+    acc = data["accuracy"]
+    assert acc["passed"] and 0 < acc["max_abs_diff"] <= acc["atol"] + acc["rtol"] * 100
+    assert [o["name"] for o in acc["outputs"]] == [o.name for o in orig.graph.output]
+
+    bench = data["bench"]
+    assert bench["provider"] in {"cpu", "cuda", "tensorrt"}
+    assert [m["label"] for m in bench["models"]] == labels
+    assert [m["precision"] for m in bench["models"]] == ["fp32", "fp16", "fp16"]
+    assert all(m["agreement"]["agrees"] for m in bench["models"][1:])
+    summary = data["summary"]
+    lo, hi = summary["measured_speedup_ci"]
+    assert lo <= summary["measured_speedup"] <= hi
+    assert summary["estimated_speedup"] == pytest.approx(
+        summary["estimated_time_before_s"] / summary["estimated_time_after_s"])
+
+    layers = data["layers"]
+    assert layers and all(layer["estimated_before_s"] > 0 for layer in layers)
+    assert {f["code"] for f in data["findings"]}  # the examples are misaligned on purpose
+
+    parser = _Bars()
+    parser.feed((out / "report.html").read_text())
+    layer_bars = [b for b in parser.bars if b["data-series"].startswith("estimated")]
+    expected = sum(1 for layer in layers for k in ("estimated_before_s", "estimated_after_s") if layer[k] is not None)
+    assert len(layer_bars) == expected
+    assert [b["data-layer"] for b in parser.bars if b["data-series"] == "median_s"] == labels
+    return data
+
+
+def test_cnn_end_to_end(cnn, tmp_path):
+    digest = _sha(cnn)
+    seen = []
+    report = optimize_model(cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 2}),
+                            progress=lambda i, n, step: seen.append((i, n, step)), **FAST)
+    assert _sha(cnn) == digest  # the input is never modified
+    assert seen == [(i + 1, len(STEPS), s) for i, s in enumerate(STEPS)]
+    data = _check_outputs(tmp_path / "out", cnn, report.results,
+                          labels=["original fp32", "plain fp16", "fixed+fp16"])
+    codes = {f["code"] for f in data["findings"]}
+    assert {"TC204", "TC202"} <= codes  # C=3 first layer, K=28
+    assert data["target"].startswith("a100")
+
+
+def test_transformer_end_to_end_cli(transformer, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["optimize", transformer, "-o", str(out), "--dim", "batch=2", "--runs", "10", "--warmup", "1"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "report.html" in printed and "measured speedup" in printed and "accuracy vs original" in printed
+    data = json.loads((out / "report.json").read_text())
+    _check_outputs(out, transformer, data, labels=["original fp32", "plain fp16", "fixed+fp16"])
+    assert any(layer["name"] == "lm_head" for layer in data["layers"])
+
+
+def test_out_of_tolerance_writes_nothing(cnn, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(VerificationError, match="out of tolerance"):
+        optimize_model(cnn, out, options=CheckOptions(dims={"batch": 2}), rtol=0, atol=0, **FAST)
+    assert list(out.iterdir()) == []
+    assert main(["optimize", cnn, "-o", str(out), "--dim", "batch=2", "--rtol", "0", "--atol", "0",
+                 "--runs", "2"]) == 1
+
+
+def test_no_bench_and_bad_input(cnn, tmp_path, capsys):
+    report = optimize_model(cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 1}), bench=False)
+    assert report.results["bench"] is None and "measured_speedup" not in report.results["summary"]
+    assert [s.name for s in report.steps] == [s for s in STEPS if s != "bench"]
+    assert main(["optimize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o")]) == 2
+    assert main(["optimize", cnn, "-o", str(tmp_path / "o2")]) == 2  # symbolic batch not bound
+    err = capsys.readouterr().err
+    assert "--dim batch=N" in err and "Traceback" not in err
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["optimize", cnn, "-o", str(blocker / "sub"), "--dim", "batch=1"]) == 2
+
+
+@pytest.mark.skipif(HAS_FIX, reason="tclint.fix is installed: the fix step runs")
+def test_missing_fix_step_is_stated(cnn, tmp_path):
+    report = optimize_model(cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 1}), bench=False)
+    (fix,) = [s for s in report.steps if s.name == "fix"]
+    assert fix.status == "skipped"
+    assert any("fix step skipped" in n for n in report.results["notes"])
+    assert report.results["changes"] == []
