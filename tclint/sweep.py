@@ -493,10 +493,11 @@ def reason_group(reason: str) -> str:
     """Group decline/failure reasons: drop paths, quoted names and numbers."""
     text = reason.removeprefix("tclint: error: ")
     text = re.sub(r"(?:[\w.\-]*/)+[\w.\-]+(?:\.onnx|\.data)?:?\s*", "", text)
+    text = re.sub(r"\[ONNXRuntimeError\] : \d+ : ", "", text)
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
-    text = re.sub(r"\b\d+(\.\d+)?(e-?\d+)?\b", "N", text)
+    text = re.sub(r"\b\d{3,}(\.\d+)?(e-?\d+)?\b", "N", text)
     text = re.sub(r"Name:'…' Status Message:.*", "", text)
-    return text.strip()[:140]
+    return text.strip()[:160]
 
 
 def summarize(result: SweepResult) -> str:
