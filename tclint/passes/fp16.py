@@ -106,8 +106,9 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
     1. Constant nodes become initializers; unnamed nodes get unique names; the graph is sorted.
     2. Each node (main graph, If/Loop/Scan bodies, in topological order) is decided:
        low precision when the provider's kernel table lists it in that precision and it is not
-       blocked (``block_ops``, ``block_nodes``, ``keep_nodes``) and it is not the ``Add`` of a norm
-       epsilon that underflows in FP16 (kept float32 together with its Sqrt/Reciprocal).
+       blocked (``block_ops``, ``block_nodes``, ``keep_nodes``), its ONNX schema allows the type,
+       and it is not the ``Add`` of a norm epsilon that flushes to zero in FP16 (BERT's 1e-12;
+       kept float32 together with its Sqrt/Reciprocal).
        Data-movement ops (Reshape, Transpose, Concat, ...) follow the type of their data input.
     3. A Cast is inserted where an input's type differs from what the node expects; one Cast
        per (value, type, graph) serves every consumer. Per-slot exceptions stay float32
@@ -252,8 +253,8 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         eps = self._norm_epsilon(node)
         if eps is not None:
             reason = (
-                f"norm epsilon {eps:.3g} is below the smallest normal {self.dtype} value "
-                f"{self.format.min_normal:.3g}"
+                f"norm epsilon {eps:.3g} flushes to zero in {self.dtype} (smallest value "
+                f"{self.format.min_subnormal:.3g})"
             )
             for use in node.outputs[0].uses():
                 if use.node.op_type in ("Sqrt", "Reciprocal"):
@@ -262,14 +263,18 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         return True, None
 
     def _norm_epsilon(self, node: ir.Node) -> float | None:
-        """The epsilon of a decomposed norm (``Add(var, eps) -> Sqrt``) that underflows."""
+        """The epsilon of a decomposed norm (``Add(var, eps) -> Sqrt``) that flushes to zero.
+
+        Subnormal epsilons (GPT-2's 1e-5) keep working in FP16 and are converted (rule TC302 still
+        warns about them); only those below the smallest subnormal keep the Add and Sqrt float32.
+        """
         if node.op_type != "Add" or self.format.min_normal < 1e-30:
             return None
         if not any(u.node.op_type in _NORM_EPS_CONSUMERS for u in node.outputs[0].uses()):
             return None
         for value in node.inputs:
             eps = _small_scalar(value)
-            if eps is not None and 0 < abs(eps) < self.format.min_normal:
+            if eps is not None and 0 < abs(eps) < self.format.min_subnormal:
                 return eps
         return None
 

@@ -1,0 +1,242 @@
+"""Compare FP16 converters: tclint vs onnxconverter-common vs onnxruntime.transformers.float16.
+
+For each generated model (benchmarks/_models.py) and converter: does the result load and run in
+onnxruntime (CPU), how many Casts it added, max relative output error vs float32
+(max |fp16 - fp32| / max |fp32| over all outputs), and conversion time (ModelProto in ->
+ModelProto out, best of ``--repeat``). All converters use keep_io_types=True and their defaults
+otherwise. Prints a table and writes JSON (with the exact command) to
+benchmarks/results/convert_comparison.json.
+
+    python benchmarks/compare_converters.py                # all models, real sizes
+    python benchmarks/compare_converters.py --small        # tiny versions (seconds)
+    python benchmarks/compare_converters.py --big          # also a >2 GB external-data MLP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import _models as M  # noqa: E402
+from tclint.passes.fp16 import ConvertFloat16Pass  # noqa: E402
+
+
+# --------------------------------------------------------------------------------------------
+def tclint_convert(proto: onnx.ModelProto) -> onnx.ModelProto:
+    model = ir.from_proto(proto)
+    ConvertFloat16Pass(dtype="fp16", provider="cuda", keep_io_types=True)(model)
+    return ir.to_proto(model)
+
+
+def occ_convert(proto: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxconverter_common import float16
+
+    return float16.convert_float_to_float16(proto, keep_io_types=True)
+
+
+def ort_convert(proto: onnx.ModelProto) -> onnx.ModelProto:
+    from onnxruntime.transformers import float16
+
+    return float16.convert_float_to_float16(proto, keep_io_types=True)
+
+
+CONVERTERS = {
+    "tclint": tclint_convert,
+    "onnxconverter-common": occ_convert,
+    "ort.transformers.float16": ort_convert,
+}
+
+
+def models(small: bool) -> dict:
+    if small:
+        return {
+            "resnet50": lambda: M.resnet(blocks=(1, 1), width=8, image=32, classes=10),
+            "vit_b16": lambda: M.vit(layers=1, width=32, heads=4, mlp=64, image=32, patch=8, classes=10),
+            "gpt2": lambda: M.gpt2(layers=1, width=32, heads=4, vocab=100, seq=8),
+            "resize": lambda: M.resize_net(channels=8, image=8),
+            "if_loop": lambda: M.control_flow_net(width=16),
+            "layernorm": lambda: M.layernorm_net(width=16, seq=4),
+        }
+    return {
+        "resnet50": lambda: M.resnet(),
+        "vit_b16": lambda: M.vit(),
+        "gpt2(4 of 12 layers)": lambda: M.gpt2(layers=4),
+        "resize": lambda: M.resize_net(),
+        "if_loop": lambda: M.control_flow_net(),
+        "layernorm": lambda: M.layernorm_net(),
+    }
+
+
+def feeds_for(proto: onnx.ModelProto) -> dict:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for inp in proto.graph.input:
+        t = inp.type.tensor_type
+        dims = [d.dim_value or 1 for d in t.shape.dim]
+        if t.elem_type == onnx.TensorProto.INT64:
+            feeds[inp.name] = rng.integers(0, 50, dims).astype(np.int64)
+        else:
+            feeds[inp.name] = rng.standard_normal(dims).astype(np.float32)
+    return feeds
+
+
+def run(proto_or_path, feeds):
+    src = proto_or_path if isinstance(proto_or_path, str) else proto_or_path.SerializeToString()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    sess = ort.InferenceSession(src, options, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def casts(proto: onnx.ModelProto) -> int:
+    n = sum(1 for x in proto.graph.node if x.op_type == "Cast")
+    for node in proto.graph.node:
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                n += casts(onnx.helper.make_model(a.g))
+    return n
+
+
+def rel_error(ref, got) -> float:
+    worst = 0.0
+    for r, g in zip(ref, got):
+        r = np.asarray(r, np.float64)
+        g = np.asarray(g, np.float64)
+        if not np.all(np.isfinite(g)):
+            return float("inf")
+        worst = max(worst, float(np.max(np.abs(r - g)) / (np.max(np.abs(r)) or 1.0)))
+    return worst
+
+
+def measure(name: str, proto: onnx.ModelProto, repeat: int) -> list[dict]:
+    feeds = feeds_for(proto)
+    ref = run(proto, feeds)
+    base_casts = casts(proto)
+    rows = []
+    for conv_name, convert in CONVERTERS.items():
+        row = {"model": name, "converter": conv_name}
+        try:
+            times = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                out = convert(proto)
+                times.append(time.perf_counter() - t0)
+            row["convert_s"] = min(times)
+            row["casts_added"] = casts(out) - base_casts
+        except Exception as exc:  # noqa: BLE001 - a peer failing is a result
+            row.update(ok=False, error=f"convert failed: {type(exc).__name__}: {str(exc)[:200]}")
+            rows.append(row)
+            continue
+        try:
+            got = run(out, feeds)
+            row["ok"] = True
+            row["max_rel_error"] = rel_error(ref, got)
+        except Exception as exc:  # noqa: BLE001
+            row.update(ok=False, error=f"onnxruntime failed: {type(exc).__name__}: {str(exc)[:200]}")
+        rows.append(row)
+        print(f"  {name:22s} {conv_name:26s} {_fmt(row)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def measure_big(tmp: Path) -> list[dict]:
+    """>2 GB external-data MLP: tclint converts from the path (lazy); peers get a loaded proto."""
+    src = M.save_with_external_data(M.big_mlp(), tmp / "big.onnx")
+    feeds = {"input": np.random.default_rng(0).standard_normal((1, 8192)).astype(np.float32)}
+    ref = run(str(src), feeds)
+    rows = []
+    row = {"model": "mlp_2.2GB_external", "converter": "tclint"}
+    try:
+        from tclint.convert import convert_model
+
+        t0 = time.perf_counter()
+        report = convert_model(src, tmp / "big16.onnx", verify=False, external_data=True)
+        row["convert_s"] = time.perf_counter() - t0
+        row["casts_added"] = report.casts_in_output - report.casts_in_input
+        got = run(str(tmp / "big16.onnx"), feeds)
+        row.update(ok=True, max_rel_error=rel_error(ref, got))
+    except Exception as exc:  # noqa: BLE001
+        row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    rows.append(row)
+    for conv_name in ("onnxconverter-common", "ort.transformers.float16"):
+        row = {"model": "mlp_2.2GB_external", "converter": conv_name}
+        try:
+            proto = onnx.load(str(src))
+            t0 = time.perf_counter()
+            out = CONVERTERS[conv_name](proto)
+            row["convert_s"] = time.perf_counter() - t0
+            path = tmp / f"big_{conv_name}.onnx"
+            onnx.save_model(out, str(path), save_as_external_data=True, location=path.name + ".data")
+            got = run(str(path), feeds)
+            row.update(ok=True, casts_added=casts(out), max_rel_error=rel_error(ref, got))
+        except Exception as exc:  # noqa: BLE001
+            row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        rows.append(row)
+    for r in rows:
+        print(f"  {r['model']:22s} {r['converter']:26s} {_fmt(r)}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _fmt(row: dict) -> str:
+    if not row.get("ok"):
+        return "FAILED " + row.get("error", "")
+    return (f"casts +{row['casts_added']:<4d} rel err {row['max_rel_error']:.2e}  "
+            f"{row['convert_s'] * 1000:8.1f} ms")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", action="store_true", help="tiny models (a smoke run)")
+    parser.add_argument("--big", action="store_true", help="also the >2 GB external-data model")
+    parser.add_argument("--repeat", type=int, default=3, help="conversion timing: best of N")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/convert_comparison.json"))
+    args = parser.parse_args(argv)
+    rows = []
+    for name, build in models(args.small).items():
+        rows += measure(name, build(), args.repeat)
+    if args.big:
+        with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks/results") as tmp:
+            rows += measure_big(Path(tmp))
+    from tabulate import tabulate
+
+    table = [[r["model"], r["converter"], "yes" if r.get("ok") else "NO",
+              r.get("casts_added", "-"),
+              f"{r['max_rel_error']:.2e}" if "max_rel_error" in r else "-",
+              f"{r['convert_s']:.3f}" if "convert_s" in r else "-"] for r in rows]
+    print(tabulate(table, headers=["model", "converter", "loads+runs in ORT", "Casts added",
+                                   "max rel error", "convert s"]))
+    import onnxconverter_common
+
+    data = {
+        "command": "python benchmarks/compare_converters.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": f"{platform.processor() or platform.machine()}, {platform.system()}, CPU only",
+        "versions": {"onnx": onnx.__version__, "onnx_ir": ir.__version__,
+                     "onnxruntime": ort.__version__, "onnxconverter_common": onnxconverter_common.__version__},
+        "metric_notes": "max rel error = max|fp16-fp32|/max|fp32| on one random input, onnxruntime CPU; "
+                        "convert_s = best of --repeat, ModelProto in -> ModelProto out",
+        "results": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Exception:  # pragma: no cover
+        traceback.print_exc()
+        sys.exit(1)
