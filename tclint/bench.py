@@ -714,6 +714,56 @@ def bench_models(
     )
 
 
+def profile_layers(
+    path: str | os.PathLike,
+    *,
+    provider: str = "cpu",
+    feeds: Mapping[str, np.ndarray] | None = None,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    batch: int | None = None,
+    warmup: int = 3,
+    runs: int = 10,
+    prefer_nhwc: bool = False,
+    cudnn_algo_search: str = "exhaustive",
+) -> dict[str, float]:
+    """Median kernel time per node (seconds per run) from onnxruntime's profiler.
+
+    Graph optimizations are turned off so that nodes keep their names (a fused kernel cannot
+    be attributed to the layers of the model); the times are those of unfused kernels.
+    """
+    import tempfile
+
+    path = os.fspath(path)
+    structure = _load_structure(path)
+    with tempfile.TemporaryDirectory(prefix="tclint-profile-") as tmp:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tmp, "profile")
+        try:
+            session = ort.InferenceSession(
+                path, options,
+                providers=provider_list(provider, prefer_nhwc=prefer_nhwc, cudnn_algo_search=cudnn_algo_search),
+            )
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{path}: onnxruntime cannot load it: {' '.join(str(exc).split())[:300]}") from None
+        base = dict(feeds) if feeds is not None else make_inputs(
+            session, structure, dims=dims, input_shapes=input_shapes, batch=batch)
+        runner = _Runner(session, _feeds_for(session, base, path), None if provider == "cpu" else "cuda")
+        for _ in range(warmup + runs):
+            runner.run()
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    per_node: dict[str, list[float]] = {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") == "Node" and name.endswith("_kernel_time"):
+            per_node.setdefault(name[: -len("_kernel_time")], []).append(event["dur"] * 1e-6)
+    return {node: float(np.median(durs[warmup:] or durs)) for node, durs in per_node.items()}
+
+
 # --------------------------------------------------------------------------------------------
 # Formatters (pure)
 # --------------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from tclint.bench import (
     compare_outputs,
     load_npz_inputs,
     make_inputs,
+    profile_layers,
 )
 from tclint.config import CheckOptions
 from tclint.convert import convert_model
@@ -96,6 +97,7 @@ def optimize_model(
     rtol: float | None = None,
     atol: float | None = None,
     bench: bool = True,
+    measure_layers: bool | None = None,
     progress: Progress | None = None,
 ) -> OptimizeReport:
     """Optimize ``path`` into ``out_dir`` (created if needed). The input is never modified.
@@ -104,6 +106,9 @@ def optimize_model(
     fix step. ``rtol``/``atol``: accuracy tolerance of the optimized model against the original
     (default: the FP16 tolerance of :data:`tclint.bench.TOLERANCES`). Raises
     :class:`VerificationError` (exit 1) when the optimized model's outputs are out of tolerance.
+    ``measure_layers``: also time each layer of plain FP16 and fixed+FP16 with onnxruntime's
+    profiler, for the report's chart; default: only when benching on a GPU (CPU kernel times say
+    nothing about the GPU estimates they would sit next to).
     """
     options = options or CheckOptions()
     path = os.fspath(path)
@@ -170,7 +175,7 @@ def optimize_model(
         done("verify", t, f"max abs diff {accuracy['max_abs_diff']:.3g}")
 
         # 5. bench ---------------------------------------------------------------------------
-        bench_dict, summary_bench = None, {}
+        bench_dict, summary_bench, measured = None, {}, None
         if bench:
             t = begin("bench")
             report = bench_models(
@@ -185,13 +190,19 @@ def optimize_model(
             if report.provider == "cpu":
                 notes.append("measured on CPU (no CUDA session could be created): CPU timings say "
                              "nothing about Tensor Cores; run on a GPU machine for the real speedup")
+            if measure_layers if measure_layers is not None else report.provider != "cpu":
+                kw = dict(provider=report.provider, dims=options.dims, input_shapes=options.input_shapes,
+                          batch=batch, prefer_nhwc=prefer_nhwc, cudnn_algo_search=cudnn_algo_search)
+                measured = (profile_layers(plain_path, **kw), profile_layers(opt_path, **kw))
+                notes.append(f"measured per-layer times: onnxruntime profiler on {report.provider}, graph "
+                             f"optimizations off (unfused kernels), plain {dtype} before, fixed+{dtype} after")
             done("bench", t, f"on {report.provider}")
 
         # 6. report --------------------------------------------------------------------------
         t = begin("report")
         after = check_model(str(opt_path), options)
         results = _results(path, out, before, after, changes, fix_info, plain_conv, opt_conv, accuracy,
-                           bench_dict, summary_bench, notes, steps)
+                           bench_dict, summary_bench, notes, steps, measured)
         final_model = out / "model.opt.onnx"
         save_model_atomic(load_model(opt_path), final_model)
         json_path, html_path = out / "report.json", out / "report.html"
@@ -261,15 +272,19 @@ def _measured_summary(report, dtype: str) -> dict:
 
 
 def _results(path, out, before, after, changes, fix_info, plain_conv, opt_conv, accuracy, bench_dict,
-             summary_bench, notes, steps) -> dict:
+             summary_bench, notes, steps, measured=None) -> dict:
     after_rows = {row.path: row for row in after.layers}
     layers = []
     for row in before.layers:
         a = after_rows.get(row.path)
-        layers.append({
+        layer = {
             "name": row.path, "op": row.op, "estimated_before_s": row.time_us * 1e-6,
             "estimated_after_s": a.time_us * 1e-6 if a is not None else None,
-        })
+        }
+        if measured is not None:
+            layer["measured_before_s"] = measured[0].get(row.path)
+            layer["measured_after_s"] = measured[1].get(row.path)
+        layers.append(layer)
     est_before = before.summary.get("estimated_time_us") or 0.0
     est_after = after.summary.get("estimated_time_us") or 0.0
     summary = {

@@ -264,3 +264,13 @@ def test_calibrate_table_loads_into_the_cost_model(tmp_path):
     gemms = [m for m in data["measurements"] if m["kind"] == "gemm"]
     assert {(m["m"], m["k"]) for m in gemms} >= {(64, 63), (128, 127), (64, 64)}
     assert meta["driver"] == data["driver"]
+
+
+def test_profile_layers_names_every_node(models):
+    from tclint.bench import profile_layers
+
+    times = profile_layers(models["cnn"], dims={"batch": 2}, warmup=1, runs=3)
+    nodes = [n.name for n in bm.small_cnn().graph.node]
+    assert sorted(times) == sorted(nodes)  # optimizations off: nothing fused away or renamed
+    assert all(t > 0 for t in times.values())
+    assert max(times, key=times.get) in {"conv1", "conv2"}  # the convs dominate this CNN

@@ -144,3 +144,22 @@ def test_missing_fix_step_is_stated(cnn, tmp_path):
     assert fix.status == "skipped"
     assert any("fix step skipped" in n for n in report.results["notes"])
     assert report.results["changes"] == []
+
+
+def test_measured_layers_in_the_chart(cnn, tmp_path):
+    # On CPU per-layer times are off by default (they are not GPU times); asked for, they come
+    # from onnxruntime's profiler and land next to the estimates in the chart.
+    default = optimize_model(cnn, tmp_path / "a", options=CheckOptions(dims={"batch": 1}), **FAST)
+    if default.results["bench"]["provider"] == "cpu":
+        assert all("measured_before_s" not in layer for layer in default.results["layers"])
+    report = optimize_model(cnn, tmp_path / "b", options=CheckOptions(dims={"batch": 1}), measure_layers=True, **FAST)
+    layers = {layer["name"]: layer for layer in report.results["layers"]}
+    assert set(layers) == {"conv1", "conv2", "fc"}
+    for layer in layers.values():
+        assert layer["measured_before_s"] > 0 and layer["measured_after_s"] > 0
+    parser = _Bars()
+    parser.feed((tmp_path / "b" / "report.html").read_text())
+    measured = [b for b in parser.bars if b["data-series"].startswith("measured")]
+    assert len(measured) == 6
+    assert {float(b["data-value"]) for b in measured} == {
+        layers[n][k] for n in layers for k in ("measured_before_s", "measured_after_s")}
