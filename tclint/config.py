@@ -46,6 +46,7 @@ class CheckOptions:
     ignore: list[str] = field(default_factory=list)
     fail_on: str = "hot"
     calibration: str | None = None
+    provider: str = "cuda"  # execution provider whose FP16 kernels TC303 checks
     symbolic_inference: bool = True
 
     def __post_init__(self):
@@ -61,7 +62,7 @@ _KEYS = {
     "arch": "arch", "dtype": "dtype", "strict": "strict", "dims": "dims",
     "input-shapes": "input_shapes", "hot-threshold": "hot_threshold",
     "quantization-threshold": "quantization_threshold", "vocab-multiple": "vocab_multiple",
-    "select": "select", "ignore": "ignore", "fail-on": "fail_on", "calibration": "calibration",
+    "select": "select", "ignore": "ignore", "fail-on": "fail_on", "calibration": "calibration", "provider": "provider",
 }
 
 

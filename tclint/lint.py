@@ -102,7 +102,8 @@ def analyse(model: ir.Model, options: CheckOptions, *, model_name: str = "") -> 
     cost = model_cost(view, target)
     ctx = Context(view=view, cost=cost, target=target, hot_threshold=options.hot_threshold,
                   quantization_threshold=options.quantization_threshold, model=model_name,
-                  extra={"vocab_multiple": options.vocab_multiple, "model": model})
+                  extra={"vocab_multiple": options.vocab_multiple, "model": model,
+                         "provider": options.provider})
     findings = run_rules(ctx, select_rules(options.select, options.ignore))
     findings.sort(key=lambda f: (-f.share, f.code, f.path))
     return Analysis(model=model, view=view, cost=cost, target=target, shapes=shapes,

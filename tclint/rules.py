@@ -378,6 +378,42 @@ def check_layout(ctx: Context) -> Iterator[Finding]:
 
 
 # --------------------------------------------------------------------------------------------
+# TC3xx: FP16 hazards (detection in tclint.hazards; reads only constants of at most 1 MB)
+# --------------------------------------------------------------------------------------------
+def _hazards(ctx: Context, code: str) -> Iterator[Finding]:
+    if ctx.target.dtype not in ("fp16", "bf16"):
+        return
+    if "hazards" not in ctx.extra:
+        from tclint.hazards import find_fp16_hazards
+
+        ctx.extra["hazards"] = find_fp16_hazards(
+            ctx.extra["model"], provider=ctx.extra.get("provider", "cuda"), dtype=ctx.target.dtype)
+    for h in ctx.extra["hazards"]:
+        if h.code == code:
+            yield _finding(ctx, code, None, None, message=h.message, dims=dict(h.dims),
+                           multiple=None, suggested=None, share=0.0, path=h.node_name,
+                           op=h.op_type, fix=_HAZARD_FIX[code])
+
+
+_HAZARD_FIX = {
+    "TC301": "tclint convert clamps it into range and reports it; or keep the consumer in FP32 (--block-node)",
+    "TC302": "tclint convert keeps the epsilon's Add in FP32 (or use a fused LayerNormalization)",
+    "TC303": "tclint convert keeps it FP32 with Casts around it; check the provider with --provider",
+    "TC304": "tclint convert --auto finds which of these must stay FP32 from real inputs",
+}
+
+
+def _hazard_rule(code: str, name: str, summary: str) -> None:
+    rule(code, name, "warning", summary)(lambda ctx: _hazards(ctx, code))
+
+
+_hazard_rule("TC301", "fp16-constant-out-of-range", "A float32 constant has values outside FP16's range (they would clamp or flush to zero)")
+_hazard_rule("TC302", "fp16-norm-epsilon-underflow", "A normalisation epsilon underflows in FP16")
+_hazard_rule("TC303", "fp16-no-kernel", "An op has no FP16 kernel on the chosen execution provider")
+_hazard_rule("TC304", "fp16-overflow-prone-op", "Softmax/Exp/Pow/reduction over a long axis, likely to overflow in FP16")
+
+
+# --------------------------------------------------------------------------------------------
 # TC9xx: coverage and assumptions
 # --------------------------------------------------------------------------------------------
 @rule("TC901", "unresolved-dimension", "info", "A symbolic dim is unbound: the layers using it cannot be fully checked")
