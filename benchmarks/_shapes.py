@@ -24,8 +24,12 @@ DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorPr
 
 
 def _model(nodes, inputs, outputs, inits, name) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, name, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tclint-benchmarks")
+    graph = helper.make_graph(
+        nodes, name, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tclint-benchmarks"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -41,15 +45,25 @@ def _pad_axis(array: np.ndarray, axis: int, size: int) -> np.ndarray:
     return np.pad(array, widths)
 
 
-def lm_head(*, tokens: int, hidden: int, vocab: int, padded_vocab: int | None, dtype: str) -> onnx.ModelProto:
+def lm_head(
+    *, tokens: int, hidden: int, vocab: int, padded_vocab: int | None, dtype: str
+) -> onnx.ModelProto:
     np_dtype, elem = DTYPES[dtype]
     w = _w(np.random.default_rng(0), (hidden, vocab), np_dtype, hidden)
     nodes, inits = [], {}
     if padded_vocab:
         inits["W"] = _pad_axis(w, 1, padded_vocab)
-        inits.update(starts=np.array([0], np.int64), ends=np.array([vocab], np.int64), axes=np.array([1], np.int64))
-        nodes += [helper.make_node("MatMul", ["x", "W"], ["padded"], name="lm_head"),
-                  helper.make_node("Slice", ["padded", "starts", "ends", "axes"], ["logits"], name="unpad")]
+        inits.update(
+            starts=np.array([0], np.int64),
+            ends=np.array([vocab], np.int64),
+            axes=np.array([1], np.int64),
+        )
+        nodes += [
+            helper.make_node("MatMul", ["x", "W"], ["padded"], name="lm_head"),
+            helper.make_node(
+                "Slice", ["padded", "starts", "ends", "axes"], ["logits"], name="unpad"
+            ),
+        ]
     else:
         inits["W"] = w
         nodes.append(helper.make_node("MatMul", ["x", "W"], ["logits"], name="lm_head"))
@@ -58,7 +72,9 @@ def lm_head(*, tokens: int, hidden: int, vocab: int, padded_vocab: int | None, d
     return _model(nodes, [x], [y], inits, "lm_head")
 
 
-def mlp_k(*, tokens: int, hidden: int, ffn: int, padded_ffn: int | None, dtype: str) -> onnx.ModelProto:
+def mlp_k(
+    *, tokens: int, hidden: int, ffn: int, padded_ffn: int | None, dtype: str
+) -> onnx.ModelProto:
     np_dtype, elem = DTYPES[dtype]
     rng = np.random.default_rng(0)
     w1, w2 = _w(rng, (hidden, ffn), np_dtype, hidden), _w(rng, (ffn, hidden), np_dtype, ffn)
@@ -74,7 +90,9 @@ def mlp_k(*, tokens: int, hidden: int, ffn: int, padded_ffn: int | None, dtype: 
     return _model(nodes, [x], [y], {"W1": w1, "W2": w2}, "mlp")
 
 
-def conv_c3(*, batch: int, size: int, out_channels: int, padded: bool, dtype: str) -> onnx.ModelProto:
+def conv_c3(
+    *, batch: int, size: int, out_channels: int, padded: bool, dtype: str
+) -> onnx.ModelProto:
     np_dtype, elem = DTYPES[dtype]
     rng = np.random.default_rng(0)
     w = _w(rng, (out_channels, 3, 7, 7), np_dtype, 3 * 49)
@@ -89,7 +107,9 @@ def conv_c3(*, batch: int, size: int, out_channels: int, padded: bool, dtype: st
     else:
         inits["W"] = w
     nodes += [
-        helper.make_node("Conv", [src, "W", "b"], ["c"], name="conv1", strides=[2, 2], pads=[3, 3, 3, 3]),
+        helper.make_node(
+            "Conv", [src, "W", "b"], ["c"], name="conv1", strides=[2, 2], pads=[3, 3, 3, 3]
+        ),
         helper.make_node("Relu", ["c"], ["y"], name="relu"),
     ]
     x = helper.make_tensor_value_info("image", elem, [batch, 3, size, size])
@@ -97,13 +117,19 @@ def conv_c3(*, batch: int, size: int, out_channels: int, padded: bool, dtype: st
     return _model(nodes, [x], [y], inits, "conv_c3")
 
 
-def conv_k(*, batch: int, size: int, channels: int, k: int, padded_k: int | None, dtype: str) -> onnx.ModelProto:
+def conv_k(
+    *, batch: int, size: int, channels: int, k: int, padded_k: int | None, dtype: str
+) -> onnx.ModelProto:
     np_dtype, elem = DTYPES[dtype]
     rng = np.random.default_rng(0)
     w1, b1 = _w(rng, (k, channels, 3, 3), np_dtype, channels * 9), _w(rng, (k,), np_dtype, 10)
     w2 = _w(rng, (channels, k, 3, 3), np_dtype, k * 9)
     if padded_k:
-        w1, b1, w2 = _pad_axis(w1, 0, padded_k), _pad_axis(b1, 0, padded_k), _pad_axis(w2, 1, padded_k)
+        w1, b1, w2 = (
+            _pad_axis(w1, 0, padded_k),
+            _pad_axis(b1, 0, padded_k),
+            _pad_axis(w2, 1, padded_k),
+        )
     nodes = [
         helper.make_node("Conv", ["x", "W1", "b1"], ["c1"], name="conv_k", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu"),
@@ -126,19 +152,21 @@ class Case:
         """(original, fixed) at sizes that take milliseconds on ``device`` ("cpu" or "cuda")."""
         big = device != "cpu"
         if self.name == "lm_head":
-            kw = dict(tokens=512 if big else 16, hidden=768, vocab=50257, dtype=dtype)
+            kw = {"tokens": 512 if big else 16, "hidden": 768, "vocab": 50257, "dtype": dtype}
             return lm_head(padded_vocab=None, **kw), lm_head(padded_vocab=50304, **kw)
         if self.name == "mlp_k":
-            kw = dict(tokens=4096 if big else 64, hidden=1024, ffn=2730, dtype=dtype)
+            kw = {"tokens": 4096 if big else 64, "hidden": 1024, "ffn": 2730, "dtype": dtype}
             return mlp_k(padded_ffn=None, **kw), mlp_k(padded_ffn=2736, **kw)
         if self.name == "conv_c3":
-            kw = dict(batch=32 if big else 1, size=224, out_channels=64, dtype=dtype)
+            kw = {"batch": 32 if big else 1, "size": 224, "out_channels": 64, "dtype": dtype}
             return conv_c3(padded=False, **kw), conv_c3(padded=True, **kw)
         if self.name == "conv_k28":
-            kw = dict(batch=32 if big else 1, size=56, channels=64, k=28, dtype=dtype)
+            kw = {"batch": 32 if big else 1, "size": 56, "channels": 64, "k": 28, "dtype": dtype}
             return conv_k(padded_k=None, **kw), conv_k(padded_k=32, **kw)
         if self.name == "nchw_nhwc":
-            model = conv_k(batch=32 if big else 1, size=56, channels=64, k=64, padded_k=None, dtype=dtype)
+            model = conv_k(
+                batch=32 if big else 1, size=56, channels=64, k=64, padded_k=None, dtype=dtype
+            )
             return model, model
         raise KeyError(self.name)
 
@@ -148,5 +176,10 @@ CASES = (
     Case("mlp_k", "GEMM K=2730 vs 2736 (MLP, FFN padded to 8)", "TC101"),
     Case("conv_c3", "conv C=3 vs 4 (first layer, image padded to 4 channels)", "TC204"),
     Case("conv_k28", "conv K=28 vs 32 (and the next conv's C)", "TC202/TC201"),
-    Case("nchw_nhwc", "conv chain NCHW vs NHWC (onnxruntime CUDA prefer_nhwc)", "TC205", gpu_only=True),
+    Case(
+        "nchw_nhwc",
+        "conv chain NCHW vs NHWC (onnxruntime CUDA prefer_nhwc)",
+        "TC205",
+        gpu_only=True,
+    ),
 )

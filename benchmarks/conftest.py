@@ -14,10 +14,19 @@ import pytest
 
 
 def pytest_addoption(parser):
-    parser.addoption("--shapes-json", default=None, metavar="PATH",
-                     help="write the misaligned-vs-aligned A/B results as JSON to PATH")
-    parser.addoption("--shapes-runs", type=int, default=None, metavar="N",
-                     help="timed runs per model in the A/B shape benchmarks (default 100 CPU, 200 GPU)")
+    parser.addoption(
+        "--shapes-json",
+        default=None,
+        metavar="PATH",
+        help="write the misaligned-vs-aligned A/B results as JSON to PATH",
+    )
+    parser.addoption(
+        "--shapes-runs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="timed runs per model in the A/B shape benchmarks (default 100 CPU, 200 GPU)",
+    )
 
 
 @pytest.fixture(scope="session")

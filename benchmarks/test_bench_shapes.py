@@ -14,12 +14,15 @@ from __future__ import annotations
 import onnx
 import onnxruntime as ort
 import pytest
-
 from _shapes import CASES
+
 from tclint.bench import ModelSpec, bench_models, cuda_available, make_inputs, provider_list
 
 CPU_CASES = [c for c in CASES if not c.gpu_only]
-gpu = [pytest.mark.gpu, pytest.mark.skipif(not cuda_available(), reason="no onnxruntime CUDA session can be created")]
+gpu = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not cuda_available(), reason="no onnxruntime CUDA session can be created"),
+]
 PROVIDERS = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=gpu)]
 
 
@@ -43,21 +46,32 @@ def test_time_variant(benchmark, case, variant, dtype, provider, tmp_path):
     session = ort.InferenceSession(paths[variant], providers=provider_list(provider))
     feeds = make_inputs(session)
     benchmark.group = f"{case.name}-{dtype}-{provider}"
-    benchmark.extra_info.update(case=case.description, variant=variant, dtype=dtype, provider=provider)
+    benchmark.extra_info.update(
+        case=case.description, variant=variant, dtype=dtype, provider=provider
+    )
     outputs = benchmark(session.run, None, feeds)
     assert outputs[0].shape == tuple(session.get_outputs()[0].shape)
 
 
 def _record(report, case, dtype, provider, shape_results):
     original, fixed = report.models
-    shape_results.append({
-        "case": case.name, "description": case.description, "rule": case.rule, "dtype": dtype,
-        "provider": provider, "device": report.device, "onnxruntime": report.onnxruntime,
-        "runs": report.runs, "original_median_s": original.latency.median_s,
-        "fixed_median_s": fixed.latency.median_s,
-        "speedup": fixed.speedup.value, "speedup_ci": [fixed.speedup.ci_low, fixed.speedup.ci_high],
-        "max_abs_diff": fixed.agreement.max_abs_diff,
-    })
+    shape_results.append(
+        {
+            "case": case.name,
+            "description": case.description,
+            "rule": case.rule,
+            "dtype": dtype,
+            "provider": provider,
+            "device": report.device,
+            "onnxruntime": report.onnxruntime,
+            "runs": report.runs,
+            "original_median_s": original.latency.median_s,
+            "fixed_median_s": fixed.latency.median_s,
+            "speedup": fixed.speedup.value,
+            "speedup_ci": [fixed.speedup.ci_low, fixed.speedup.ci_high],
+            "max_abs_diff": fixed.agreement.max_abs_diff,
+        }
+    )
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
@@ -66,7 +80,9 @@ def _record(report, case, dtype, provider, shape_results):
 def test_ab_fixed_vs_original(case, dtype, provider, tmp_path, shape_results, request):
     device = "cpu" if provider == "cpu" else "cuda"
     runs = request.config.getoption("--shapes-runs") or (100 if provider == "cpu" else 200)
-    report = bench_models(_save_pair(case, dtype, device, tmp_path), provider=provider, warmup=10, runs=runs)
+    report = bench_models(
+        _save_pair(case, dtype, device, tmp_path), provider=provider, warmup=10, runs=runs
+    )
     fixed = report.models[1]
     # The fixed twin computes the same outputs (zero padding), so a speedup must be reported.
     assert fixed.agreement.agrees, fixed.agreement.message
@@ -83,8 +99,13 @@ def test_ab_nchw_vs_nhwc(dtype, tmp_path, shape_results, request):
     path = _save_pair(case, dtype, "cuda", tmp_path)[0]
     runs = request.config.getoption("--shapes-runs") or 200
     report = bench_models(
-        [ModelSpec(path, label="nchw", prefer_nhwc=False), ModelSpec(path, label="nhwc", prefer_nhwc=True)],
-        provider="cuda", warmup=10, runs=runs,
+        [
+            ModelSpec(path, label="nchw", prefer_nhwc=False),
+            ModelSpec(path, label="nhwc", prefer_nhwc=True),
+        ],
+        provider="cuda",
+        warmup=10,
+        runs=runs,
     )
     assert report.models[1].agreement.agrees, report.models[1].agreement.message
     _record(report, case, dtype, "cuda", shape_results)

@@ -170,7 +170,7 @@ def _tiny_model_bytes() -> bytes:
     return model.SerializeToString()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _provider_really_runs(ep: str) -> bool:
     if ep not in ort.get_available_providers():
         return False
@@ -180,7 +180,9 @@ def _provider_really_runs(ep: str) -> bool:
     # "failed to load libcublas" lines off the user's terminal (2 = onnxruntime's default).
     ort.set_default_logger_severity(4)
     try:
-        session = ort.InferenceSession(_tiny_model_bytes(), options, providers=[ep, "CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            _tiny_model_bytes(), options, providers=[ep, "CPUExecutionProvider"]
+        )
     except Exception as exc:  # noqa: BLE001 - any failure means "cannot run here"
         logger.debug("%s session cannot be created: %s", ep, exc)
         return False
@@ -208,7 +210,9 @@ def resolve_provider(provider: str | None) -> tuple[str, str]:
     if provider not in PROVIDERS:
         raise UsageError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
     if provider == "cuda" and not cuda_available():
-        raise UsageError("--provider cuda: no onnxruntime CUDA session can be created on this machine")
+        raise UsageError(
+            "--provider cuda: no onnxruntime CUDA session can be created on this machine"
+        )
     if provider == "tensorrt" and not tensorrt_available():
         raise UsageError(
             "--provider tensorrt: no onnxruntime TensorRT session can be created on this machine"
@@ -245,10 +249,17 @@ def gpu_info() -> tuple[str, str] | None:
     if not exe:
         return None
     try:
-        out = subprocess.run(
-            [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
-        ).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if not out:
@@ -324,7 +335,9 @@ def _resolve_shape(
     if name in input_shapes:
         given = tuple(int(d) for d in input_shapes[name])
         if len(given) != len(shape):
-            raise InputError(f"--input-shape {name}: {len(given)} dims given, the model has {len(shape)}")
+            raise InputError(
+                f"--input-shape {name}: {len(given)} dims given, the model has {len(shape)}"
+            )
         for g, d in zip(given, shape):
             if isinstance(d, int) and d > 0 and g != d:
                 raise InputError(
@@ -375,13 +388,15 @@ def make_inputs(
     for spec in session.get_inputs():
         dtype = _ORT_TYPES.get(spec.type)
         if dtype is None:
-            raise InputError(f"input {spec.name!r} has type {spec.type}, which bench cannot generate")
-        shape = _resolve_shape(spec.name, spec.shape, dims=dims, input_shapes=input_shapes, batch=batch)
+            raise InputError(
+                f"input {spec.name!r} has type {spec.type}, which bench cannot generate"
+            )
+        shape = _resolve_shape(
+            spec.name, spec.shape, dims=dims, input_shapes=input_shapes, batch=batch
+        )
         if np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[spec.name] = np.ones(shape, dtype=dtype)
-        elif "mask" in spec.name.lower():
+        elif dtype == np.bool_ or "mask" in spec.name.lower():
             feeds[spec.name] = np.ones(shape, dtype=dtype)
         else:
             high = limits.get(spec.name, 2)
@@ -408,7 +423,9 @@ def _feeds_for(session: ort.InferenceSession, base: Mapping[str, np.ndarray], pa
             )
         dtype = _ORT_TYPES.get(spec.type)
         value = base[spec.name]
-        feeds[spec.name] = value.astype(dtype) if dtype is not None and value.dtype != dtype else value
+        feeds[spec.name] = (
+            value.astype(dtype) if dtype is not None and value.dtype != dtype else value
+        )
     return feeds
 
 
@@ -440,7 +457,9 @@ def _load_structure(path: str) -> onnx.ModelProto:
     try:
         return onnx.load(path, load_external_data=False)
     except Exception as exc:  # noqa: BLE001 - protobuf raises several unrelated types
-        raise InputError(f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:200]})") from None
+        raise InputError(
+            f"{path}: not a readable ONNX model ({' '.join(str(exc).split())[:200]})"
+        ) from None
 
 
 def _session(path: str, providers: list, *, shared: bool = False) -> ort.InferenceSession:
@@ -460,7 +479,9 @@ def _session(path: str, providers: list, *, shared: bool = False) -> ort.Inferen
 class _Runner:
     """Runs one session; on a device provider, through IO binding with device-resident inputs."""
 
-    def __init__(self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], device: str | None):
+    def __init__(
+        self, session: ort.InferenceSession, feeds: Mapping[str, np.ndarray], device: str | None
+    ):
         self.session = session
         self.device = device
         self.output_names = [o.name for o in session.get_outputs()]
@@ -544,7 +565,9 @@ def compare_outputs(
             continue
         got = candidate[name]
         if got.shape != ref.shape:
-            problems.append(f"output {name!r} has shape {list(got.shape)}, expected {list(ref.shape)}")
+            problems.append(
+                f"output {name!r} has shape {list(got.shape)}, expected {list(ref.shape)}"
+            )
             continue
         r = ref.astype(np.float64)
         g = got.astype(np.float64)
@@ -613,8 +636,11 @@ def bench_models(
     for spec, structure in zip(specs, structures):
         nhwc = prefer_nhwc if spec.prefer_nhwc is None else spec.prefer_nhwc
         before = memory.used() if memory else None
-        session = _session(spec.path, provider_list(provider, prefer_nhwc=nhwc, cudnn_algo_search=cudnn_algo_search),
-                           shared=len(specs) > 1)
+        session = _session(
+            spec.path,
+            provider_list(provider, prefer_nhwc=nhwc, cudnn_algo_search=cudnn_algo_search),
+            shared=len(specs) > 1,
+        )
         if base_feeds is None:
             if inputs_npz is not None:
                 base_feeds = load_npz_inputs(inputs_npz)
@@ -632,14 +658,17 @@ def bench_models(
                 )
                 source = "random"
             input_infos = [
-                InputInfo(k, tuple(int(d) for d in v.shape), str(v.dtype), source) for k, v in base_feeds.items()
+                InputInfo(k, tuple(int(d) for d in v.shape), str(v.dtype), source)
+                for k, v in base_feeds.items()
             ]
         runner = _Runner(session, _feeds_for(session, base_feeds, spec.path), device)
         try:
             for _ in range(warmup):
                 runner.run()
         except Exception as exc:  # noqa: BLE001 - onnxruntime's runtime errors
-            raise InputError(f"{spec.path}: onnxruntime failed to run it: {' '.join(str(exc).split())[:300]}") from None
+            raise InputError(
+                f"{spec.path}: onnxruntime failed to run it: {' '.join(str(exc).split())[:300]}"
+            ) from None
         after = memory.used() if memory else None
         peaks.append(after - before if before is not None and after is not None else None)
         sessions.append(session)
@@ -671,12 +700,15 @@ def bench_models(
             mixed = precisions[i] != precisions[0]
             d_rtol, d_atol = TOLERANCES["fp16" if mixed or precisions[0] != "fp32" else "fp32"]
             agreement = compare_outputs(
-                outputs[0], outputs[i],
+                outputs[0],
+                outputs[i],
                 rtol=d_rtol if rtol is None else rtol,
                 atol=d_atol if atol is None else atol,
             )
             if agreement.agrees:
-                speedup = bootstrap_speedup(samples[0], samples[i], confidence=confidence, seed=seed)
+                speedup = bootstrap_speedup(
+                    samples[0], samples[i], confidence=confidence, seed=seed
+                )
             else:
                 note = "no speedup reported: outputs differ from the first model"
         results.append(
@@ -707,7 +739,8 @@ def bench_models(
         io_binding=device is not None,
         provider_options=(
             {"prefer_nhwc": prefer_nhwc, "cudnn_conv_algo_search": ALGO_SEARCH[cudnn_algo_search]}
-            if device else ({"session.intra_op.allow_spinning": "0"} if len(specs) > 1 else {})
+            if device
+            else ({"session.intra_op.allow_spinning": "0"} if len(specs) > 1 else {})
         ),
         inputs=tuple(input_infos),
         models=tuple(results),
@@ -744,14 +777,24 @@ def profile_layers(
         options.profile_file_prefix = os.path.join(tmp, "profile")
         try:
             session = ort.InferenceSession(
-                path, options,
-                providers=provider_list(provider, prefer_nhwc=prefer_nhwc, cudnn_algo_search=cudnn_algo_search),
+                path,
+                options,
+                providers=provider_list(
+                    provider, prefer_nhwc=prefer_nhwc, cudnn_algo_search=cudnn_algo_search
+                ),
             )
         except Exception as exc:  # noqa: BLE001
-            raise InputError(f"{path}: onnxruntime cannot load it: {' '.join(str(exc).split())[:300]}") from None
-        base = dict(feeds) if feeds is not None else make_inputs(
-            session, structure, dims=dims, input_shapes=input_shapes, batch=batch)
-        runner = _Runner(session, _feeds_for(session, base, path), None if provider == "cpu" else "cuda")
+            raise InputError(
+                f"{path}: onnxruntime cannot load it: {' '.join(str(exc).split())[:300]}"
+            ) from None
+        base = (
+            dict(feeds)
+            if feeds is not None
+            else make_inputs(session, structure, dims=dims, input_shapes=input_shapes, batch=batch)
+        )
+        runner = _Runner(
+            session, _feeds_for(session, base, path), None if provider == "cpu" else "cuda"
+        )
         for _ in range(warmup + runs):
             runner.run()
         with open(session.end_profiling()) as f:
@@ -773,7 +816,7 @@ def format_json(report: BenchReport, *, samples: bool = False) -> str:
 
 def _json_default(value):
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
@@ -789,20 +832,39 @@ def format_table(report: BenchReport) -> str:
         if m.agreement is None:
             agree = "reference"
         else:
-            agree = f"{'yes' if m.agreement.agrees else 'NO'} (max diff {m.agreement.max_abs_diff:.2g})"
+            agree = (
+                f"{'yes' if m.agreement.agrees else 'NO'} (max diff {m.agreement.max_abs_diff:.2g})"
+            )
         if m.speedup is not None:
             s = m.speedup
             speed = f"{s.value:.2f}x [{s.ci_low:.2f}, {s.ci_high:.2f}]"
         else:
             speed = "-" if m.agreement is None else "n/a"
         mem = f"{m.peak_memory_bytes / 2**20:.1f}" if m.peak_memory_bytes is not None else "-"
-        rows.append([
-            m.label, m.precision, _ms(m.latency.median_s), _ms(m.latency.p90_s), _ms(m.latency.p99_s),
-            f"{m.throughput:.1f}", mem, speed, agree,
-        ])
-    headers = ["model", "precision", "median ms", "p90 ms", "p99 ms", "items/s", "peak MiB",
-               "speedup [95% CI]",
-               "outputs agree"]
+        rows.append(
+            [
+                m.label,
+                m.precision,
+                _ms(m.latency.median_s),
+                _ms(m.latency.p90_s),
+                _ms(m.latency.p99_s),
+                f"{m.throughput:.1f}",
+                mem,
+                speed,
+                agree,
+            ]
+        )
+    headers = [
+        "model",
+        "precision",
+        "median ms",
+        "p90 ms",
+        "p99 ms",
+        "items/s",
+        "peak MiB",
+        "speedup [95% CI]",
+        "outputs agree",
+    ]
     shapes = ", ".join(f"{i.name}:{'x'.join(map(str, i.shape))} {i.dtype}" for i in report.inputs)
     head = (
         f"provider: {report.provider} ({report.provider_note}); ran on {', '.join(report.providers_used)}; "

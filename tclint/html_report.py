@@ -101,9 +101,11 @@ def layer_chart_svg(layers: Sequence[Mapping], *, max_layers: int = MAX_LAYERS) 
     height = 20 + row_h * len(shown)
     width = label_w + bar_w + 90
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart layer-chart" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="time per layer">'
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="chart layer-chart" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+            f'aria-label="time per layer">'
+        )
     ]
     for i, layer in enumerate(shown):
         y0 = 10 + i * row_h
@@ -144,8 +146,10 @@ def bench_chart_svg(bench: Mapping) -> str:
     height = 10 + (bar_h + gap) * len(models)
     width = label_w + bar_w + 120
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart bench-chart" width="{width}" '
-        f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="measured latency">'
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="chart bench-chart" width="{width}" '
+            f'height="{height}" viewBox="0 0 {width} {height}" role="img" aria-label="measured latency">'
+        )
     ]
     for i, m in enumerate(models):
         y = 5 + i * (bar_h + gap)
@@ -166,7 +170,9 @@ def bench_chart_svg(bench: Mapping) -> str:
                 f'stroke="#222" stroke-width="2"><title>p90 {format_seconds(p90)}</title></line>'
             )
         end = max(w, bar_w * p90 / vmax if _is_number(p90) else 0.0)
-        parts.append(f'<text x="{label_w + end + 6:.2f}" y="{y + bar_h / 2 + 4}">{format_seconds(med)}</text>')
+        parts.append(
+            f'<text x="{label_w + end + 6:.2f}" y="{y + bar_h / 2 + 4}">{format_seconds(med)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -181,10 +187,13 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, cls: str, n
     body = []
     for row in rows:
         cells = "".join(
-            f'<td class="num">{_e(c)}</td>' if j in numeric else f"<td>{_e(c)}</td>" for j, c in enumerate(row)
+            f'<td class="num">{_e(c)}</td>' if j in numeric else f"<td>{_e(c)}</td>"
+            for j, c in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    return (
+        f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
 
 
 def _dims(value) -> str:
@@ -198,20 +207,35 @@ def _dims(value) -> str:
 def _findings_table(findings: Sequence[Mapping]) -> str:
     rows = [
         [
-            f.get("code", ""), f.get("name", ""), f.get("severity", ""), f.get("node", ""),
+            f.get("code", ""),
+            f.get("name", ""),
+            f.get("severity", ""),
+            f.get("node", ""),
             f.get("message", ""),
             _num(f.get("share"), "{:.1%}") if _is_number(f.get("share")) else "-",
             "yes" if f.get("hot") else "no",
         ]
         for f in findings
     ]
-    return _table(["code", "rule", "severity", "node", "message", "time share", "hot"], rows,
-                  cls="findings", numeric={5})
+    return _table(
+        ["code", "rule", "severity", "node", "message", "time share", "hot"],
+        rows,
+        cls="findings",
+        numeric={5},
+    )
 
 
 def _changes_table(changes: Sequence[Mapping]) -> str:
-    rows = [[c.get("node", ""), c.get("op", ""), _dims(c.get("before")), _dims(c.get("after")), c.get("note", "")]
-            for c in changes]
+    rows = [
+        [
+            c.get("node", ""),
+            c.get("op", ""),
+            _dims(c.get("before")),
+            _dims(c.get("after")),
+            c.get("note", ""),
+        ]
+        for c in changes
+    ]
     return _table(["node", "op", "before", "after", "note"], rows, cls="changes")
 
 
@@ -226,10 +250,15 @@ def _accuracy_section(acc: Mapping | None) -> str:
     )
     if acc.get("message"):
         verdict += f'<p class="meta">{_e(acc["message"])}</p>'
-    rows = [[o.get("name", ""), _num(o.get("max_abs_diff")), _num(o.get("max_rel_diff"))]
-            for o in acc.get("outputs") or []]
-    return verdict + (_table(["output", "max abs diff", "max rel diff"], rows, cls="accuracy", numeric={1, 2})
-                      if rows else "")
+    rows = [
+        [o.get("name", ""), _num(o.get("max_abs_diff")), _num(o.get("max_rel_diff"))]
+        for o in acc.get("outputs") or []
+    ]
+    return verdict + (
+        _table(["output", "max abs diff", "max rel diff"], rows, cls="accuracy", numeric={1, 2})
+        if rows
+        else ""
+    )
 
 
 def _bench_table(bench: Mapping) -> str:
@@ -238,15 +267,39 @@ def _bench_table(bench: Mapping) -> str:
         lat = m["latency"]
         s = m.get("speedup")
         a = m.get("agreement")
-        rows.append([
-            m.get("label", ""), m.get("precision", ""), format_seconds(lat["median_s"]),
-            format_seconds(lat.get("p90_s")), format_seconds(lat.get("p99_s")), _num(m.get("throughput"), "{:.1f}"),
-            _num(m["peak_memory_bytes"] / 2**20, "{:.1f}") if _is_number(m.get("peak_memory_bytes")) else "-",
-            f"{s['value']:.2f}x [{s['ci_low']:.2f}, {s['ci_high']:.2f}]" if s else "-",
-            "reference" if a is None else ("yes" if a.get("agrees") else f"NO: {a.get('message', '')}"),
-        ])
-    return _table(["model", "precision", "median", "p90", "p99", "items/s", "peak MiB", "speedup vs first [CI]",
-                   "outputs agree"], rows, cls="bench", numeric={2, 3, 4, 5, 6})
+        rows.append(
+            [
+                m.get("label", ""),
+                m.get("precision", ""),
+                format_seconds(lat["median_s"]),
+                format_seconds(lat.get("p90_s")),
+                format_seconds(lat.get("p99_s")),
+                _num(m.get("throughput"), "{:.1f}"),
+                _num(m["peak_memory_bytes"] / 2**20, "{:.1f}")
+                if _is_number(m.get("peak_memory_bytes"))
+                else "-",
+                f"{s['value']:.2f}x [{s['ci_low']:.2f}, {s['ci_high']:.2f}]" if s else "-",
+                "reference"
+                if a is None
+                else ("yes" if a.get("agrees") else f"NO: {a.get('message', '')}"),
+            ]
+        )
+    return _table(
+        [
+            "model",
+            "precision",
+            "median",
+            "p90",
+            "p99",
+            "items/s",
+            "peak MiB",
+            "speedup vs first [CI]",
+            "outputs agree",
+        ],
+        rows,
+        cls="bench",
+        numeric={2, 3, 4, 5, 6},
+    )
 
 
 def _cards(results: Mapping) -> str:
@@ -258,10 +311,22 @@ def _cards(results: Mapping) -> str:
         ci = summary.get("measured_speedup_ci")
         sub = f"95% CI {ci[0]:.2f}-{ci[1]:.2f}" if ci else ""
         of = summary.get("measured_speedup_of")
-        cards.append(("measured speedup" + (f" ({of})" if of else ""), f"{summary['measured_speedup']:.2f}x", sub))
+        cards.append(
+            (
+                "measured speedup" + (f" ({of})" if of else ""),
+                f"{summary['measured_speedup']:.2f}x",
+                sub,
+            )
+        )
     acc = results.get("accuracy")
     if acc:
-        cards.append(("accuracy", "pass" if acc.get("passed") else "FAIL", f"max diff {_num(acc.get('max_abs_diff'))}"))
+        cards.append(
+            (
+                "accuracy",
+                "pass" if acc.get("passed") else "FAIL",
+                f"max diff {_num(acc.get('max_abs_diff'))}",
+            )
+        )
     findings = results.get("findings")
     if findings is not None:
         hot = sum(1 for f in findings if f.get("hot"))
@@ -271,10 +336,15 @@ def _cards(results: Mapping) -> str:
         cards.append(("layers changed", str(len(changes)), ""))
     if not cards:
         return ""
-    return '<div class="cards">' + "".join(
-        f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div>'
-        f'<div class="k">{_e(sub)}</div></div>' for k, v, sub in cards
-    ) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card"><div class="v">{_e(v)}</div><div class="k">{_e(k)}</div>'
+            f'<div class="k">{_e(sub)}</div></div>'
+            for k, v, sub in cards
+        )
+        + "</div>"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,26 +364,38 @@ def render_html(results: Mapping) -> str:
         if bench.get("onnxruntime"):
             parts.append(f"onnxruntime {bench['onnxruntime']}")
         if bench.get("runs"):
-            parts.append(f"{bench['runs']} runs after {bench.get('warmup', 0)} warm-up, batch {bench.get('batch', 1)}")
+            parts.append(
+                f"{bench['runs']} runs after {bench.get('warmup', 0)} warm-up, batch {bench.get('batch', 1)}"
+            )
         text = ", ".join(p for p in parts if p)
         if text:
             meta.append(f'<p class="meta">measured on: {_e(text)}</p>')
     layers = results.get("layers") or []
     measured = any(_is_number(layer.get("measured_before_s")) for layer in layers)
-    chart_title = "Time per layer, before and after (estimated" + (", and measured)" if measured else ")")
+    chart_title = "Time per layer, before and after (estimated" + (
+        ", and measured)" if measured else ")"
+    )
     body = [
-        f"<h1>{_e(title)}</h1>", *meta, _cards(results),
-        f"<h2>{_e(chart_title)}</h2>", layer_chart_svg(layers),
-        "<h2>Measured latency</h2>", bench_chart_svg(bench), _bench_table(bench) if bench else "",
-        "<h2>Findings</h2>", _findings_table(results.get("findings") or []),
-        "<h2>What was padded</h2>", _changes_table(results.get("changes") or []),
-        "<h2>Accuracy</h2>", _accuracy_section(results.get("accuracy")),
+        f"<h1>{_e(title)}</h1>",
+        *meta,
+        _cards(results),
+        f"<h2>{_e(chart_title)}</h2>",
+        layer_chart_svg(layers),
+        "<h2>Measured latency</h2>",
+        bench_chart_svg(bench),
+        _bench_table(bench) if bench else "",
+        "<h2>Findings</h2>",
+        _findings_table(results.get("findings") or []),
+        "<h2>What was padded</h2>",
+        _changes_table(results.get("changes") or []),
+        "<h2>Accuracy</h2>",
+        _accuracy_section(results.get("accuracy")),
     ]
     notes = results.get("notes") or []
     if notes:
         body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{_e(title)}</title>"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1"><title>{_e(title)}</title>'
         f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )

@@ -149,29 +149,58 @@ def optimize_model(
         fixed_path, changes, fix_info = path, [], None
         fix = _fix_module()
         if fix is None:
-            notes.append("fix step skipped: tclint.fix is not available in this installation, "
-                         "so 'fixed+fp16' is the original converted to FP16")
+            notes.append(
+                "fix step skipped: tclint.fix is not available in this installation, "
+                "so 'fixed+fp16' is the original converted to FP16"
+            )
             done("fix", t, "tclint.fix not available", status="skipped")
         else:  # pragma: no cover - wired when tclint.fix lands
-            fixed_path, changes, fix_info = _run_fix(fix, path, tmp / "fixed.onnx", options, inputs_npz)
+            fixed_path, changes, fix_info = _run_fix(
+                fix, path, tmp / "fixed.onnx", options, inputs_npz
+            )
             done("fix", t, f"{len(changes)} layers changed")
 
         # 3. convert -------------------------------------------------------------------------
         t = begin("convert")
         conv_provider = "tensorrt" if provider == "tensorrt" else "cuda"
         plain_path, opt_path = tmp / "plain_fp16.onnx", tmp / "model.opt.onnx"
-        plain_conv = convert_model(path, plain_path, dtype=dtype, provider=conv_provider,
-                                   inputs=inputs_npz, rtol=rtol, atol=atol)
-        opt_conv = convert_model(fixed_path, opt_path, dtype=dtype, provider=conv_provider,
-                                 inputs=inputs_npz, rtol=rtol, atol=atol)
-        done("convert", t, f"{opt_conv.nodes_low_precision}/{opt_conv.nodes_total} nodes in {dtype}")
+        plain_conv = convert_model(
+            path,
+            plain_path,
+            dtype=dtype,
+            provider=conv_provider,
+            inputs=inputs_npz,
+            rtol=rtol,
+            atol=atol,
+        )
+        opt_conv = convert_model(
+            fixed_path,
+            opt_path,
+            dtype=dtype,
+            provider=conv_provider,
+            inputs=inputs_npz,
+            rtol=rtol,
+            atol=atol,
+        )
+        done(
+            "convert", t, f"{opt_conv.nodes_low_precision}/{opt_conv.nodes_total} nodes in {dtype}"
+        )
 
         # 4. verify (onnxruntime CPU, against the original) ----------------------------------
         t = begin("verify")
-        accuracy = _verify(path, str(opt_path), options=options, batch=batch, inputs_npz=inputs_npz,
-                           rtol=rtol, atol=atol)
+        accuracy = _verify(
+            path,
+            str(opt_path),
+            options=options,
+            batch=batch,
+            inputs_npz=inputs_npz,
+            rtol=rtol,
+            atol=atol,
+        )
         if not accuracy["passed"]:
-            raise VerificationError(f"optimized model is out of tolerance: {accuracy['message']}; nothing written")
+            raise VerificationError(
+                f"optimized model is out of tolerance: {accuracy['message']}; nothing written"
+            )
         done("verify", t, f"max abs diff {accuracy['max_abs_diff']:.3g}")
 
         # 5. bench ---------------------------------------------------------------------------
@@ -179,30 +208,63 @@ def optimize_model(
         if bench:
             t = begin("bench")
             report = bench_models(
-                [ModelSpec(path, label="original fp32"), ModelSpec(str(plain_path), label=f"plain {dtype}"),
-                 ModelSpec(str(opt_path), label=f"fixed+{dtype}")],
-                provider=provider, warmup=warmup, runs=runs, batch=batch, dims=options.dims,
-                input_shapes=options.input_shapes, inputs_npz=inputs_npz, prefer_nhwc=prefer_nhwc,
+                [
+                    ModelSpec(path, label="original fp32"),
+                    ModelSpec(str(plain_path), label=f"plain {dtype}"),
+                    ModelSpec(str(opt_path), label=f"fixed+{dtype}"),
+                ],
+                provider=provider,
+                warmup=warmup,
+                runs=runs,
+                batch=batch,
+                dims=options.dims,
+                input_shapes=options.input_shapes,
+                inputs_npz=inputs_npz,
+                prefer_nhwc=prefer_nhwc,
                 cudnn_algo_search=cudnn_algo_search,
             )
             bench_dict = report.to_dict()
             summary_bench = _measured_summary(report, dtype)
             if report.provider == "cpu":
-                notes.append("measured on CPU (no CUDA session could be created): CPU timings say "
-                             "nothing about Tensor Cores; run on a GPU machine for the real speedup")
+                notes.append(
+                    "measured on CPU (no CUDA session could be created): CPU timings say "
+                    "nothing about Tensor Cores; run on a GPU machine for the real speedup"
+                )
             if measure_layers if measure_layers is not None else report.provider != "cpu":
-                kw = dict(provider=report.provider, dims=options.dims, input_shapes=options.input_shapes,
-                          batch=batch, prefer_nhwc=prefer_nhwc, cudnn_algo_search=cudnn_algo_search)
+                kw = {
+                    "provider": report.provider,
+                    "dims": options.dims,
+                    "input_shapes": options.input_shapes,
+                    "batch": batch,
+                    "prefer_nhwc": prefer_nhwc,
+                    "cudnn_algo_search": cudnn_algo_search,
+                }
                 measured = (profile_layers(plain_path, **kw), profile_layers(opt_path, **kw))
-                notes.append(f"measured per-layer times: onnxruntime profiler on {report.provider}, graph "
-                             f"optimizations off (unfused kernels), plain {dtype} before, fixed+{dtype} after")
+                notes.append(
+                    f"measured per-layer times: onnxruntime profiler on {report.provider}, graph "
+                    f"optimizations off (unfused kernels), plain {dtype} before, fixed+{dtype} after"
+                )
             done("bench", t, f"on {report.provider}")
 
         # 6. report --------------------------------------------------------------------------
         t = begin("report")
         after = check_model(str(opt_path), options)
-        results = _results(path, out, before, after, changes, fix_info, plain_conv, opt_conv, accuracy,
-                           bench_dict, summary_bench, notes, steps, measured)
+        results = _results(
+            path,
+            out,
+            before,
+            after,
+            changes,
+            fix_info,
+            plain_conv,
+            opt_conv,
+            accuracy,
+            bench_dict,
+            summary_bench,
+            notes,
+            steps,
+            measured,
+        )
         final_model = out / "model.opt.onnx"
         save_model_atomic(load_model(opt_path), final_model)
         json_path, html_path = out / "report.json", out / "report.html"
@@ -212,8 +274,13 @@ def optimize_model(
     results["steps"] = [asdict(s) for s in steps]
     _write_text(json_path, _json(results))
     return OptimizeReport(
-        model=path, output_dir=str(out), optimized_model=str(final_model), report_json=str(json_path),
-        report_html=str(html_path), steps=tuple(steps), results=results,
+        model=path,
+        output_dir=str(out),
+        optimized_model=str(final_model),
+        report_json=str(json_path),
+        report_html=str(html_path),
+        steps=tuple(steps),
+        results=results,
     )
 
 
@@ -221,7 +288,9 @@ def _run_fix(fix, path, out_path, options, inputs_npz):  # pragma: no cover - se
     raise NotImplementedError("tclint.fix is present: wire its fix_model signature here")
 
 
-def _verify(original: str, optimized: str, *, options: CheckOptions, batch, inputs_npz, rtol, atol) -> dict:
+def _verify(
+    original: str, optimized: str, *, options: CheckOptions, batch, inputs_npz, rtol, atol
+) -> dict:
     """Outputs of the optimized model against the original's, on onnxruntime CPU."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
@@ -232,8 +301,13 @@ def _verify(original: str, optimized: str, *, options: CheckOptions, batch, inpu
     else:
         import onnx
 
-        feeds = make_inputs(ref, onnx.load(original, load_external_data=False), dims=options.dims,
-                            input_shapes=options.input_shapes, batch=batch)
+        feeds = make_inputs(
+            ref,
+            onnx.load(original, load_external_data=False),
+            dims=options.dims,
+            input_shapes=options.input_shapes,
+            batch=batch,
+        )
     names = [o.name for o in ref.get_outputs()]
     expected = dict(zip(names, ref.run(names, feeds)))
     opt_feeds = {i.name: feeds[i.name].astype(_np_type(i.type)) for i in opt.get_inputs()}
@@ -242,12 +316,24 @@ def _verify(original: str, optimized: str, *, options: CheckOptions, batch, inpu
     per_output = []
     for name in names:
         one = compare_outputs({name: expected[name]}, {name: got[name]}, rtol=rtol, atol=atol)
-        per_output.append({"name": name, "max_abs_diff": one.max_abs_diff, "max_rel_diff": one.max_rel_diff,
-                           "passed": one.agrees})
+        per_output.append(
+            {
+                "name": name,
+                "max_abs_diff": one.max_abs_diff,
+                "max_rel_diff": one.max_rel_diff,
+                "passed": one.agrees,
+            }
+        )
     return {
-        "passed": agreement.agrees, "rtol": rtol, "atol": atol, "max_abs_diff": agreement.max_abs_diff,
-        "max_rel_diff": agreement.max_rel_diff, "message": agreement.message, "provider": "cpu",
-        "inputs": "npz" if inputs_npz is not None else "random", "outputs": per_output,
+        "passed": agreement.agrees,
+        "rtol": rtol,
+        "atol": atol,
+        "max_abs_diff": agreement.max_abs_diff,
+        "max_rel_diff": agreement.max_rel_diff,
+        "message": agreement.message,
+        "provider": "cpu",
+        "inputs": "npz" if inputs_npz is not None else "random",
+        "outputs": per_output,
     }
 
 
@@ -255,12 +341,16 @@ def _np_type(ort_type: str):
     import numpy as np
 
     return {"tensor(float16)": np.float16, "tensor(double)": np.float64}.get(
-        ort_type, np.float32 if "float" in ort_type else None) or np.int64
+        ort_type, np.float32 if "float" in ort_type else None
+    ) or np.int64
 
 
 def _measured_summary(report, dtype: str) -> dict:
-    original, plain, fixed = report.models
-    summary = {"provider": report.provider, "measured_speedup_of": f"fixed+{dtype} vs plain {dtype}"}
+    _original, plain, fixed = report.models
+    summary = {
+        "provider": report.provider,
+        "measured_speedup_of": f"fixed+{dtype} vs plain {dtype}",
+    }
     if fixed.speedup is not None:
         summary["measured_speedup_vs_fp32"] = fixed.speedup.value
         summary["measured_speedup_vs_fp32_ci"] = [fixed.speedup.ci_low, fixed.speedup.ci_high]
@@ -271,14 +361,30 @@ def _measured_summary(report, dtype: str) -> dict:
     return summary
 
 
-def _results(path, out, before, after, changes, fix_info, plain_conv, opt_conv, accuracy, bench_dict,
-             summary_bench, notes, steps, measured=None) -> dict:
+def _results(
+    path,
+    out,
+    before,
+    after,
+    changes,
+    fix_info,
+    plain_conv,
+    opt_conv,
+    accuracy,
+    bench_dict,
+    summary_bench,
+    notes,
+    steps,
+    measured=None,
+) -> dict:
     after_rows = {row.path: row for row in after.layers}
     layers = []
     for row in before.layers:
         a = after_rows.get(row.path)
         layer = {
-            "name": row.path, "op": row.op, "estimated_before_s": row.time_us * 1e-6,
+            "name": row.path,
+            "op": row.op,
+            "estimated_before_s": row.time_us * 1e-6,
             "estimated_after_s": a.time_us * 1e-6 if a is not None else None,
         }
         if measured is not None:
@@ -298,7 +404,8 @@ def _results(path, out, before, after, changes, fix_info, plain_conv, opt_conv, 
     for f in before.findings:
         d = f.to_dict()
         d["remaining_after"] = f.path in remaining and any(
-            g.code == f.code and g.path == f.path for g in after.findings)
+            g.code == f.code and g.path == f.path for g in after.findings
+        )
         findings.append(d)
     return {
         "tclint": __version__,
@@ -321,8 +428,18 @@ def _results(path, out, before, after, changes, fix_info, plain_conv, opt_conv, 
 
 
 def _conv_dict(report) -> dict:
-    keep = ("dtype", "provider", "nodes_total", "nodes_low_precision", "casts_inserted", "casts_removed",
-            "constants_converted", "max_abs_error", "max_rel_error", "seconds")
+    keep = (
+        "dtype",
+        "provider",
+        "nodes_total",
+        "nodes_low_precision",
+        "casts_inserted",
+        "casts_removed",
+        "constants_converted",
+        "max_abs_error",
+        "max_rel_error",
+        "seconds",
+    )
     d = {k: getattr(report, k) for k in keep}
     d["kept_fp32"] = len(report.kept)
     d["clamped_tensors"] = len(report.clamps)

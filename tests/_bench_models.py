@@ -17,14 +17,20 @@ OPSET = 17
 
 
 def _model(nodes, inputs, outputs, inits, name):
-    graph = helper.make_graph(nodes, name, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tclint-tests")
+    graph = helper.make_graph(
+        nodes, name, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tclint-tests"
+    )
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
 
 
-def small_cnn(*, seed: int = 0, channels: int = 28, size: int = 32, classes: int = 10) -> onnx.ModelProto:
+def small_cnn(
+    *, seed: int = 0, channels: int = 28, size: int = 32, classes: int = 10
+) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     c = channels
 
@@ -33,18 +39,31 @@ def small_cnn(*, seed: int = 0, channels: int = 28, size: int = 32, classes: int
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
     inits = {
-        "conv1.w": w(c, 3, 3, 3), "conv1.b": w(c, scale=0.1),
+        "conv1.w": w(c, 3, 3, 3),
+        "conv1.b": w(c, scale=0.1),
         "bn.scale": (1 + 0.1 * rng.standard_normal(c)).astype(np.float32),
-        "bn.bias": w(c, scale=0.1), "bn.mean": w(c, scale=0.1),
+        "bn.bias": w(c, scale=0.1),
+        "bn.mean": w(c, scale=0.1),
         "bn.var": (1 + 0.1 * rng.random(c)).astype(np.float32),
-        "conv2.w": w(c, c, 3, 3), "conv2.b": w(c, scale=0.1),
-        "fc.w": w(classes, c), "fc.b": w(classes, scale=0.1),
+        "conv2.w": w(c, c, 3, 3),
+        "conv2.b": w(c, scale=0.1),
+        "fc.w": w(classes, c),
+        "fc.b": w(classes, scale=0.1),
     }
     nodes = [
-        helper.make_node("Conv", ["image", "conv1.w", "conv1.b"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c1", "bn.scale", "bn.bias", "bn.mean", "bn.var"], ["b1"], name="bn1"),
+        helper.make_node(
+            "Conv", ["image", "conv1.w", "conv1.b"], ["c1"], name="conv1", pads=[1, 1, 1, 1]
+        ),
+        helper.make_node(
+            "BatchNormalization",
+            ["c1", "bn.scale", "bn.bias", "bn.mean", "bn.var"],
+            ["b1"],
+            name="bn1",
+        ),
         helper.make_node("Relu", ["b1"], ["r1"], name="relu1"),
-        helper.make_node("Conv", ["r1", "conv2.w", "conv2.b"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv", ["r1", "conv2.w", "conv2.b"], ["c2"], name="conv2", pads=[1, 1, 1, 1]
+        ),
         helper.make_node("Add", ["c2", "r1"], ["a2"], name="residual"),
         helper.make_node("Relu", ["a2"], ["r2"], name="relu2"),
         helper.make_node("GlobalAveragePool", ["r2"], ["p"], name="pool"),
@@ -57,7 +76,13 @@ def small_cnn(*, seed: int = 0, channels: int = 28, size: int = 32, classes: int
 
 
 def small_transformer(
-    *, seed: int = 0, vocab: int = 101, hidden: int = 48, heads: int = 4, ffn: int = 130, seq: int = 16
+    *,
+    seed: int = 0,
+    vocab: int = 101,
+    hidden: int = 48,
+    heads: int = 4,
+    ffn: int = 130,
+    seq: int = 16,
 ) -> onnx.ModelProto:
     rng = np.random.default_rng(seed)
     h, hd = hidden, hidden // heads
@@ -67,10 +92,17 @@ def small_transformer(
 
     inits = {
         "emb": (0.5 * rng.standard_normal((vocab, h))).astype(np.float32),
-        "ln1.g": np.ones(h, np.float32), "ln1.b": np.zeros(h, np.float32),
-        "wq": w(h, h), "wk": w(h, h), "wv": w(h, h), "wo": w(h, h),
-        "ln2.g": np.ones(h, np.float32), "ln2.b": np.zeros(h, np.float32),
-        "w1": w(h, ffn), "b1": np.zeros(ffn, np.float32), "w2": w(ffn, h),
+        "ln1.g": np.ones(h, np.float32),
+        "ln1.b": np.zeros(h, np.float32),
+        "wq": w(h, h),
+        "wk": w(h, h),
+        "wv": w(h, h),
+        "wo": w(h, h),
+        "ln2.g": np.ones(h, np.float32),
+        "ln2.b": np.zeros(h, np.float32),
+        "w1": w(h, ffn),
+        "b1": np.zeros(ffn, np.float32),
+        "w2": w(ffn, h),
         "lm_head": w(h, vocab),
         "heads_shape": np.array([0, 0, heads, hd], np.int64),
         "merge_shape": np.array([0, 0, h], np.int64),
@@ -85,8 +117,13 @@ def small_transformer(
         nodes += [
             n("MatMul", ["l1", f"w{p}"], [f"{p}0"], name=f"attn.{p}_proj"),
             n("Reshape", [f"{p}0", "heads_shape"], [f"{p}1"], name=f"attn.{p}_split"),
-            n("Transpose", [f"{p}1"], [f"{p}2"], name=f"attn.{p}_heads",
-              perm=[0, 2, 3, 1] if p == "k" else [0, 2, 1, 3]),
+            n(
+                "Transpose",
+                [f"{p}1"],
+                [f"{p}2"],
+                name=f"attn.{p}_heads",
+                perm=[0, 2, 3, 1] if p == "k" else [0, 2, 1, 3],
+            ),
         ]
     nodes += [
         n("MatMul", ["q2", "k2"], ["s0"], name="attn.qk"),
@@ -100,7 +137,9 @@ def small_transformer(
         n("LayerNormalization", ["x1", "ln2.g", "ln2.b"], ["l2"], name="ln2", axis=-1),
         n("MatMul", ["l2", "w1"], ["m0"], name="mlp.fc1"),
         n("Add", ["m0", "b1"], ["m1"], name="mlp.fc1_bias"),
-        n("Gelu", ["m1"], ["m2"], name="mlp.act", domain="") if OPSET >= 20 else n("Relu", ["m1"], ["m2"], name="mlp.act"),
+        n("Gelu", ["m1"], ["m2"], name="mlp.act", domain="")
+        if OPSET >= 20
+        else n("Relu", ["m1"], ["m2"], name="mlp.act"),
         n("MatMul", ["m2", "w2"], ["m3"], name="mlp.fc2"),
         n("Add", ["x1", "m3"], ["x2"], name="mlp.residual"),
         n("MatMul", ["x2", "lm_head"], ["logits"], name="lm_head"),

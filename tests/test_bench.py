@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import _bench_models as bm
 import numpy as np
 import pytest
 
-import _bench_models as bm
 from tclint.bench import (
     ModelSpec,
     bench_models,
@@ -72,7 +72,10 @@ def _check_report_dict(data: dict, n_models: int, *, runs: int, batch: int) -> N
 
 def test_cnn_end_to_end_cpu(models):
     report = bench_models(
-        [models["cnn"], models["cnn_copy"], models["cnn_fp16"]], provider="cpu", dims={"batch": 4}, **FAST
+        [models["cnn"], models["cnn_copy"], models["cnn_fp16"]],
+        provider="cpu",
+        dims={"batch": 4},
+        **FAST,
     )
     assert report.provider == "cpu" and report.providers_used == ("CPUExecutionProvider",)
     assert report.io_binding is False
@@ -99,7 +102,9 @@ def test_transformer_end_to_end_cpu(models):
 
 
 def test_different_weights_get_no_speedup(models):
-    report = bench_models([models["tr"], models["tr_other"], models["tr_fp16"]], dims={"batch": 2}, **FAST)
+    report = bench_models(
+        [models["tr"], models["tr_other"], models["tr_fp16"]], dims={"batch": 2}, **FAST
+    )
     other = report.models[1]
     assert not other.agreement.agrees
     assert other.speedup is None and other.agreement.worst_output == "logits"
@@ -139,7 +144,11 @@ def test_bootstrap_speedup_from_real_samples(models):
     assert s.value == pytest.approx(np.median(ref) / np.median(cand))
     # A candidate that takes exactly half the time of each paired run is 2x, with a tight interval.
     half = bootstrap_speedup(ref, [t / 2 for t in ref])
-    assert half.value == pytest.approx(2.0) and half.ci_low == pytest.approx(2.0) and half.ci_high == pytest.approx(2.0)
+    assert (
+        half.value == pytest.approx(2.0)
+        and half.ci_low == pytest.approx(2.0)
+        and half.ci_high == pytest.approx(2.0)
+    )
     noisy = bootstrap_speedup(ref, [t / 2 * (1 + 0.3 * math.sin(i)) for i, t in enumerate(ref)])
     assert noisy.ci_low < noisy.ci_high
 
@@ -147,8 +156,12 @@ def test_bootstrap_speedup_from_real_samples(models):
 def test_compare_outputs_shapes_and_scale():
     ref = {"y": np.array([100.0, 1.0], np.float32)}
     # 0.05 off on a 100-scale output is inside 1e-3 relative to the output's scale
-    assert compare_outputs(ref, {"y": np.array([100.05, 1.0], np.float32)}, rtol=1e-3, atol=0).agrees
-    assert not compare_outputs(ref, {"y": np.array([100.5, 1.0], np.float32)}, rtol=1e-3, atol=0).agrees
+    assert compare_outputs(
+        ref, {"y": np.array([100.05, 1.0], np.float32)}, rtol=1e-3, atol=0
+    ).agrees
+    assert not compare_outputs(
+        ref, {"y": np.array([100.5, 1.0], np.float32)}, rtol=1e-3, atol=0
+    ).agrees
     bad = compare_outputs(ref, {"y": np.zeros(3, np.float32)}, rtol=1, atol=1)
     assert not bad.agrees and "shape" in bad.message
     nan = compare_outputs(ref, {"y": np.array([np.nan, 1.0], np.float32)}, rtol=1, atol=1)
@@ -157,8 +170,12 @@ def test_compare_outputs_shapes_and_scale():
 
 def test_per_model_options_and_labels(models):
     report = bench_models(
-        [ModelSpec(models["cnn"], label="nchw"), ModelSpec(models["cnn"], label="nhwc", prefer_nhwc=True)],
-        dims={"batch": 1}, **FAST,
+        [
+            ModelSpec(models["cnn"], label="nchw"),
+            ModelSpec(models["cnn"], label="nhwc", prefer_nhwc=True),
+        ],
+        dims={"batch": 1},
+        **FAST,
     )
     assert [m.label for m in report.models] == ["nchw", "nhwc"]
 
@@ -173,8 +190,23 @@ def test_cuda_requested_without_gpu_is_a_usage_error():
 
 def test_cli_json_and_output_file(models, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    rc = main(["bench", models["cnn"], models["cnn_other"], "--input-shape", "image:[2,3,32,32]",
-               "--warmup", "1", "--runs", "10", "--format", "json", "-o", str(out)])
+    rc = main(
+        [
+            "bench",
+            models["cnn"],
+            models["cnn_other"],
+            "--input-shape",
+            "image:[2,3,32,32]",
+            "--warmup",
+            "1",
+            "--runs",
+            "10",
+            "--format",
+            "json",
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     written = json.loads(out.read_text())
@@ -189,15 +221,22 @@ def test_cli_table_and_errors(models, capsys):
     assert "provider: " in out and "median ms" in out and "cnn.onnx" in out
     assert main(["bench", models["cnn"], "--dim", "batch=x"]) == 2
     assert main(["bench", models["cnn"], "--input-shape", "image"]) == 2
-    assert main(["bench", str(Path(models["cnn"]).with_name("missing.onnx")), "--dim", "batch=1"]) == 2
+    assert (
+        main(["bench", str(Path(models["cnn"]).with_name("missing.onnx")), "--dim", "batch=1"]) == 2
+    )
     err = capsys.readouterr().err
     assert err.count("tclint: error:") == 3 and "Traceback" not in err
 
 
 def test_installed_command(models):
     exe = shutil.which("tclint") or str(Path(sys.executable).with_name("tclint"))
-    proc = subprocess.run([exe, "bench", models["tr"], "--dim", "batch=1", "--runs", "5", "--format", "json"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [exe, "bench", models["tr"], "--dim", "batch=1", "--runs", "5", "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["models"][0]["label"] == "tr.onnx"
     assert "libcublas" not in proc.stderr  # the CUDA probe stays quiet on machines without a GPU
@@ -207,10 +246,18 @@ def test_installed_command(models):
 def test_gpu_tests_skip_cleanly_without_cuda():
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", __file__],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "1 skipped" in proc.stdout and "passed" not in proc.stdout and "error" not in proc.stdout.lower()
+    assert (
+        "1 skipped" in proc.stdout
+        and "passed" not in proc.stdout
+        and "error" not in proc.stdout.lower()
+    )
 
 
 @pytest.mark.gpu
@@ -231,8 +278,13 @@ CALIBRATE = ROOT / "benchmarks" / "calibrate.py"
 
 @pytest.mark.skipif(cuda_available(), reason="this machine has CUDA")
 def test_calibrate_refuses_cpu(tmp_path):
-    proc = subprocess.run([sys.executable, str(CALIBRATE), "--out", str(tmp_path / "c.json")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(CALIBRATE), "--out", str(tmp_path / "c.json")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "calibration measures a GPU" in proc.stderr
     assert not (tmp_path / "c.json").exists()
@@ -243,9 +295,23 @@ def test_calibrate_table_loads_into_the_cost_model(tmp_path):
 
     out = tmp_path / "c.json"
     proc = subprocess.run(
-        [sys.executable, str(CALIBRATE), "--out", str(out), "--allow-cpu", "--sizes", "64,128",
-         "--runs", "3", "--warmup", "1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(CALIBRATE),
+            "--out",
+            str(out),
+            "--allow-cpu",
+            "--sizes",
+            "64,128",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
@@ -260,7 +326,10 @@ def test_calibrate_table_loads_into_the_cost_model(tmp_path):
     for name, value in measured.items():
         assert getattr(constants, name).value == value and value >= 0
         assert getattr(constants, name).source.startswith("measured: ")
-    assert constants.gemm_efficiency == DEFAULT_CONSTANTS.gemm_efficiency or "gemm_efficiency" in measured
+    assert (
+        constants.gemm_efficiency == DEFAULT_CONSTANTS.gemm_efficiency
+        or "gemm_efficiency" in measured
+    )
     gemms = [m for m in data["measurements"] if m["kind"] == "gemm"]
     assert {(m["m"], m["k"]) for m in gemms} >= {(64, 63), (128, 127), (64, 64)}
     assert meta["driver"] == data["driver"]

@@ -14,7 +14,10 @@ import pytest
 from tclint.html_report import SERIES, render_html
 
 COLOURS = {key: colour for key, _, colour in SERIES}
-BROWSER = next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
+BROWSER = next(
+    (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)),
+    None,
+)
 
 
 def _results(**extra) -> dict:
@@ -23,29 +26,94 @@ def _results(**extra) -> dict:
         "model": "cnn.onnx",
         "target": "a100 (sm80), fp16",
         "layers": [
-            {"name": "conv1", "op": "Conv", "estimated_before_s": 20e-6, "estimated_after_s": 10e-6},
-            {"name": "conv2", "op": "Conv", "estimated_before_s": 50e-6, "estimated_after_s": 45e-6},
-            {"name": "fc <head>", "op": "Gemm", "estimated_before_s": 3e-6, "estimated_after_s": 3e-6},
+            {
+                "name": "conv1",
+                "op": "Conv",
+                "estimated_before_s": 20e-6,
+                "estimated_after_s": 10e-6,
+            },
+            {
+                "name": "conv2",
+                "op": "Conv",
+                "estimated_before_s": 50e-6,
+                "estimated_after_s": 45e-6,
+            },
+            {
+                "name": "fc <head>",
+                "op": "Gemm",
+                "estimated_before_s": 3e-6,
+                "estimated_after_s": 3e-6,
+            },
         ],
         "findings": [
-            {"code": "TC204", "name": "first-layer-3-channels", "severity": "warning", "node": "conv1",
-             "message": "C=3 is not a multiple of 4 & <8>", "share": 0.27, "hot": True},
-            {"code": "TC202", "name": "unaligned-conv-output-channels", "severity": "warning", "node": "conv2",
-             "message": "K=28 is not a multiple of 16", "share": 0.68, "hot": True},
+            {
+                "code": "TC204",
+                "name": "first-layer-3-channels",
+                "severity": "warning",
+                "node": "conv1",
+                "message": "C=3 is not a multiple of 4 & <8>",
+                "share": 0.27,
+                "hot": True,
+            },
+            {
+                "code": "TC202",
+                "name": "unaligned-conv-output-channels",
+                "severity": "warning",
+                "node": "conv2",
+                "message": "K=28 is not a multiple of 16",
+                "share": 0.68,
+                "hot": True,
+            },
         ],
-        "changes": [{"node": "conv1", "op": "Conv", "before": {"C": 3}, "after": {"C": 4}, "note": "zero channel"}],
-        "accuracy": {"passed": True, "rtol": 0.02, "atol": 0.001, "max_abs_diff": 4e-4, "max_rel_diff": 3e-4,
-                     "outputs": [{"name": "logits", "max_abs_diff": 4e-4, "max_rel_diff": 3e-4}]},
-        "summary": {"estimated_speedup": 1.3, "measured_speedup": 1.12, "measured_speedup_ci": [1.05, 1.2]},
+        "changes": [
+            {
+                "node": "conv1",
+                "op": "Conv",
+                "before": {"C": 3},
+                "after": {"C": 4},
+                "note": "zero channel",
+            }
+        ],
+        "accuracy": {
+            "passed": True,
+            "rtol": 0.02,
+            "atol": 0.001,
+            "max_abs_diff": 4e-4,
+            "max_rel_diff": 3e-4,
+            "outputs": [{"name": "logits", "max_abs_diff": 4e-4, "max_rel_diff": 3e-4}],
+        },
+        "summary": {
+            "estimated_speedup": 1.3,
+            "measured_speedup": 1.12,
+            "measured_speedup_ci": [1.05, 1.2],
+        },
         "bench": {
-            "provider": "cpu", "provider_note": "cpu: no CUDA session", "device": "test CPU", "runs": 10,
-            "warmup": 2, "batch": 1, "onnxruntime": "1.x",
+            "provider": "cpu",
+            "provider_note": "cpu: no CUDA session",
+            "device": "test CPU",
+            "runs": 10,
+            "warmup": 2,
+            "batch": 1,
+            "onnxruntime": "1.x",
             "models": [
-                {"label": "original fp32", "precision": "fp32", "latency": {"median_s": 1e-3, "p90_s": 1.2e-3, "p99_s": 2e-3},
-                 "throughput": 1000.0, "peak_memory_bytes": None, "agreement": None, "speedup": None},
-                {"label": "fixed+fp16", "precision": "fp16", "latency": {"median_s": 5e-4, "p90_s": 6e-4, "p99_s": 7e-4},
-                 "throughput": 2000.0, "peak_memory_bytes": None, "agreement": {"agrees": True},
-                 "speedup": {"value": 2.0, "ci_low": 1.9, "ci_high": 2.1}},
+                {
+                    "label": "original fp32",
+                    "precision": "fp32",
+                    "latency": {"median_s": 1e-3, "p90_s": 1.2e-3, "p99_s": 2e-3},
+                    "throughput": 1000.0,
+                    "peak_memory_bytes": None,
+                    "agreement": None,
+                    "speedup": None,
+                },
+                {
+                    "label": "fixed+fp16",
+                    "precision": "fp16",
+                    "latency": {"median_s": 5e-4, "p90_s": 6e-4, "p99_s": 7e-4},
+                    "throughput": 2000.0,
+                    "peak_memory_bytes": None,
+                    "agreement": {"agrees": True},
+                    "speedup": {"value": 2.0, "ci_low": 1.9, "ci_high": 2.1},
+                },
             ],
         },
     }
@@ -102,19 +170,28 @@ def test_self_contained():
     parsed = _parse(page)
     tags = {t for t, _ in parsed.tags}
     assert "script" not in tags and "link" not in tags and "img" not in tags  # nothing external
-    assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
+    assert (
+        "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        and "https://" not in page
+    )
     assert "style" in tags and "svg" in tags
 
 
 def test_layer_bars_match_the_numbers():
     results = _results()
     parsed = _parse(render_html(results))
-    bars = [a for t, a in parsed.tags if t == "rect" and a.get("class") == "bar" and a.get("data-series") in COLOURS]
+    bars = [
+        a
+        for t, a in parsed.tags
+        if t == "rect" and a.get("class") == "bar" and a.get("data-series") in COLOURS
+    ]
     assert len(bars) == 2 * len(results["layers"])  # before and after for each layer
     widest = max(float(b["width"]) for b in bars)
     for layer in results["layers"]:
         for key in ("estimated_before_s", "estimated_after_s"):
-            (bar,) = [b for b in bars if b["data-layer"] == layer["name"] and b["data-series"] == key]
+            (bar,) = [
+                b for b in bars if b["data-layer"] == layer["name"] and b["data-series"] == key
+            ]
             assert float(bar["data-value"]) == layer[key]
             assert bar["fill"] == COLOURS[key]
             # lengths are proportional to time, the slowest layer filling the chart
@@ -124,7 +201,9 @@ def test_layer_bars_match_the_numbers():
     # measured latency chart: one bar per benched model
     bench_bars = [a for t, a in parsed.tags if t == "rect" and a.get("data-series") == "median_s"]
     assert [b["data-layer"] for b in bench_bars] == ["original fp32", "fixed+fp16"]
-    assert float(bench_bars[1]["width"]) / float(bench_bars[0]["width"]) == pytest.approx(0.5, abs=0.01)
+    assert float(bench_bars[1]["width"]) / float(bench_bars[0]["width"]) == pytest.approx(
+        0.5, abs=0.01
+    )
 
 
 def test_tables_and_escaping():
@@ -133,7 +212,9 @@ def test_tables_and_escaping():
     findings = parsed.tables["findings"]
     assert findings[0][:2] == ["code", "rule"]
     assert [r[0] for r in findings[1:]] == ["TC204", "TC202"]
-    assert findings[1][4] == "C=3 is not a multiple of 4 & <8>"  # escaped in the source, intact in the DOM
+    assert (
+        findings[1][4] == "C=3 is not a multiple of 4 & <8>"
+    )  # escaped in the source, intact in the DOM
     assert "&lt;8&gt;" in page and "<8>" not in page
     assert findings[2][5] == "68.0%" and findings[2][6] == "yes"
     assert parsed.tables["changes"][1][:4] == ["conv1", "Conv", "C=3", "C=4"]
@@ -145,8 +226,15 @@ def test_tables_and_escaping():
 
 
 def test_measured_series_and_missing_sections():
-    layers = [{"name": "a", "estimated_before_s": 2e-6, "estimated_after_s": 1e-6,
-               "measured_before_s": 3e-6, "measured_after_s": 1.5e-6}]
+    layers = [
+        {
+            "name": "a",
+            "estimated_before_s": 2e-6,
+            "estimated_after_s": 1e-6,
+            "measured_before_s": 3e-6,
+            "measured_after_s": 1.5e-6,
+        }
+    ]
     parsed = _parse(render_html({"layers": layers}))
     series = [a["data-series"] for t, a in parsed.tags if t == "rect" and a.get("class") == "bar"]
     assert series == [k for k, _, _ in SERIES]
@@ -171,8 +259,8 @@ def _decode_png(data: bytes) -> np.ndarray:
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, idat, header = 8, b"", None
     while pos < len(data):
-        (n,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
         pos += 12 + n
         if kind == b"IHDR":
             header = struct.unpack(">IIBBBBB", body)
@@ -226,17 +314,29 @@ def test_renders_in_a_headless_browser(tmp_path):
     page.write_text(render_html(_results()), encoding="utf-8")
     shot = tmp_path / "shot.png"
     proc = subprocess.run(
-        [BROWSER, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--force-device-scale-factor=1", f"--screenshot={shot}", "--window-size=1200,700", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            BROWSER,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            f"--screenshot={shot}",
+            "--window-size=1200,700",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert shot.exists(), proc.stderr[-2000:]
     pixels = _decode_png(shot.read_bytes())
     assert pixels.shape[:2] == (700, 1200)
 
     def mask(hex_colour):
-        rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
-        return (np.abs(pixels.astype(int) - rgb).sum(axis=2) <= 6)
+        rgb = np.array([int(hex_colour[i : i + 2], 16) for i in (1, 3, 5)])
+        return np.abs(pixels.astype(int) - rgb).sum(axis=2) <= 6
 
     # The longest "before" bar (conv2, 50 us) spans the chart's full 640 px; the longest "after"
     # bar is conv2's 45 us one: 576 px. Their ratio is the ratio of the times.

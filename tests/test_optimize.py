@@ -6,11 +6,11 @@ import hashlib
 import json
 from html.parser import HTMLParser
 
+import _bench_models as bm
 import onnx
 import onnxruntime as ort
 import pytest
 
-import _bench_models as bm
 from tclint.cli import main
 from tclint.config import CheckOptions
 from tclint.errors import VerificationError
@@ -75,7 +75,8 @@ def _check_outputs(out, model_path, results, *, labels):
     lo, hi = summary["measured_speedup_ci"]
     assert lo <= summary["measured_speedup"] <= hi
     assert summary["estimated_speedup"] == pytest.approx(
-        summary["estimated_time_before_s"] / summary["estimated_time_after_s"])
+        summary["estimated_time_before_s"] / summary["estimated_time_after_s"]
+    )
 
     layers = data["layers"]
     assert layers and all(layer["estimated_before_s"] > 0 for layer in layers)
@@ -84,7 +85,12 @@ def _check_outputs(out, model_path, results, *, labels):
     parser = _Bars()
     parser.feed((out / "report.html").read_text())
     layer_bars = [b for b in parser.bars if b["data-series"].startswith("estimated")]
-    expected = sum(1 for layer in layers for k in ("estimated_before_s", "estimated_after_s") if layer[k] is not None)
+    expected = sum(
+        1
+        for layer in layers
+        for k in ("estimated_before_s", "estimated_after_s")
+        if layer[k] is not None
+    )
     assert len(layer_bars) == expected
     assert [b["data-layer"] for b in parser.bars if b["data-series"] == "median_s"] == labels
     return data
@@ -93,12 +99,18 @@ def _check_outputs(out, model_path, results, *, labels):
 def test_cnn_end_to_end(cnn, tmp_path):
     digest = _sha(cnn)
     seen = []
-    report = optimize_model(cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 2}),
-                            progress=lambda i, n, step: seen.append((i, n, step)), **FAST)
+    report = optimize_model(
+        cnn,
+        tmp_path / "out",
+        options=CheckOptions(dims={"batch": 2}),
+        progress=lambda i, n, step: seen.append((i, n, step)),
+        **FAST,
+    )
     assert _sha(cnn) == digest  # the input is never modified
     assert seen == [(i + 1, len(STEPS), s) for i, s in enumerate(STEPS)]
-    data = _check_outputs(tmp_path / "out", cnn, report.results,
-                          labels=["original fp32", "plain fp16", "fixed+fp16"])
+    data = _check_outputs(
+        tmp_path / "out", cnn, report.results, labels=["original fp32", "plain fp16", "fixed+fp16"]
+    )
     codes = {f["code"] for f in data["findings"]}
     assert {"TC204", "TC202"} <= codes  # C=3 first layer, K=28
     assert data["target"].startswith("a100")
@@ -106,10 +118,27 @@ def test_cnn_end_to_end(cnn, tmp_path):
 
 def test_transformer_end_to_end_cli(transformer, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["optimize", transformer, "-o", str(out), "--dim", "batch=2", "--runs", "10", "--warmup", "1"])
+    rc = main(
+        [
+            "optimize",
+            transformer,
+            "-o",
+            str(out),
+            "--dim",
+            "batch=2",
+            "--runs",
+            "10",
+            "--warmup",
+            "1",
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "report.html" in printed and "measured speedup" in printed and "accuracy vs original" in printed
+    assert (
+        "report.html" in printed
+        and "measured speedup" in printed
+        and "accuracy vs original" in printed
+    )
     data = json.loads((out / "report.json").read_text())
     _check_outputs(out, transformer, data, labels=["original fp32", "plain fp16", "fixed+fp16"])
     assert any(layer["name"] == "lm_head" for layer in data["layers"])
@@ -120,12 +149,31 @@ def test_out_of_tolerance_writes_nothing(cnn, tmp_path):
     with pytest.raises(VerificationError, match="out of tolerance"):
         optimize_model(cnn, out, options=CheckOptions(dims={"batch": 2}), rtol=0, atol=0, **FAST)
     assert list(out.iterdir()) == []
-    assert main(["optimize", cnn, "-o", str(out), "--dim", "batch=2", "--rtol", "0", "--atol", "0",
-                 "--runs", "2"]) == 1
+    assert (
+        main(
+            [
+                "optimize",
+                cnn,
+                "-o",
+                str(out),
+                "--dim",
+                "batch=2",
+                "--rtol",
+                "0",
+                "--atol",
+                "0",
+                "--runs",
+                "2",
+            ]
+        )
+        == 1
+    )
 
 
 def test_no_bench_and_bad_input(cnn, tmp_path, capsys):
-    report = optimize_model(cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 1}), bench=False)
+    report = optimize_model(
+        cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 1}), bench=False
+    )
     assert report.results["bench"] is None and "measured_speedup" not in report.results["summary"]
     assert [s.name for s in report.steps] == [s for s in STEPS if s != "bench"]
     assert main(["optimize", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "o")]) == 2
@@ -139,7 +187,9 @@ def test_no_bench_and_bad_input(cnn, tmp_path, capsys):
 
 @pytest.mark.skipif(HAS_FIX, reason="tclint.fix is installed: the fix step runs")
 def test_missing_fix_step_is_stated(cnn, tmp_path):
-    report = optimize_model(cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 1}), bench=False)
+    report = optimize_model(
+        cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 1}), bench=False
+    )
     (fix,) = [s for s in report.steps if s.name == "fix"]
     assert fix.status == "skipped"
     assert any("fix step skipped" in n for n in report.results["notes"])
@@ -152,7 +202,9 @@ def test_measured_layers_in_the_chart(cnn, tmp_path):
     default = optimize_model(cnn, tmp_path / "a", options=CheckOptions(dims={"batch": 1}), **FAST)
     if default.results["bench"]["provider"] == "cpu":
         assert all("measured_before_s" not in layer for layer in default.results["layers"])
-    report = optimize_model(cnn, tmp_path / "b", options=CheckOptions(dims={"batch": 1}), measure_layers=True, **FAST)
+    report = optimize_model(
+        cnn, tmp_path / "b", options=CheckOptions(dims={"batch": 1}), measure_layers=True, **FAST
+    )
     layers = {layer["name"]: layer for layer in report.results["layers"]}
     assert set(layers) == {"conv1", "conv2", "fc"}
     for layer in layers.values():
@@ -162,4 +214,5 @@ def test_measured_layers_in_the_chart(cnn, tmp_path):
     measured = [b for b in parser.bars if b["data-series"].startswith("measured")]
     assert len(measured) == 6
     assert {float(b["data-value"]) for b in measured} == {
-        layers[n][k] for n in layers for k in ("measured_before_s", "measured_after_s")}
+        layers[n][k] for n in layers for k in ("measured_before_s", "measured_after_s")
+    }

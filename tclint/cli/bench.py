@@ -13,16 +13,34 @@ from tclint.errors import OutputError
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by ``bench`` and ``optimize`` (``--dim``/``--input-shape`` come from
     :func:`tclint.cli.common.add_shape_flags`)."""
-    parser.add_argument("--provider", choices=PROVIDERS, default=None,
-                        help="onnxruntime provider (default: cuda when a CUDA session can be created, else cpu)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed runs per model first (default 10)")
+    parser.add_argument(
+        "--provider",
+        choices=PROVIDERS,
+        default=None,
+        help="onnxruntime provider (default: cuda when a CUDA session can be created, else cpu)",
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=10, help="untimed runs per model first (default 10)"
+    )
     parser.add_argument("--runs", type=int, default=100, help="timed runs per model (default 100)")
-    parser.add_argument("--batch", type=int, default=None,
-                        help="items per run, for throughput; also binds a symbolic leading input dim")
-    parser.add_argument("--inputs", default=None, metavar="DATA.npz", help="inputs by name instead of random ones")
-    parser.add_argument("--prefer-nhwc", action="store_true", help="CUDA provider option prefer_nhwc=1")
-    parser.add_argument("--cudnn-algo-search", choices=list(ALGO_SEARCH), default="exhaustive",
-                        help="CUDA provider cudnn_conv_algo_search (default exhaustive: cuDNN autotuning)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="items per run, for throughput; also binds a symbolic leading input dim",
+    )
+    parser.add_argument(
+        "--inputs", default=None, metavar="DATA.npz", help="inputs by name instead of random ones"
+    )
+    parser.add_argument(
+        "--prefer-nhwc", action="store_true", help="CUDA provider option prefer_nhwc=1"
+    )
+    parser.add_argument(
+        "--cudnn-algo-search",
+        choices=list(ALGO_SEARCH),
+        default="exhaustive",
+        help="CUDA provider cudnn_conv_algo_search (default exhaustive: cuDNN autotuning)",
+    )
 
 
 def runtime_options(args: argparse.Namespace) -> dict:
@@ -50,10 +68,16 @@ def register(subparsers) -> None:
     parser.add_argument("models", nargs="+", help="ONNX models; the first is the reference")
     add_shape_flags(parser)
     add_runtime_arguments(parser)
-    parser.add_argument("--rtol", type=float, default=None, help="agreement tolerance (default by precision)")
-    parser.add_argument("--atol", type=float, default=None, help="agreement tolerance (default by precision)")
+    parser.add_argument(
+        "--rtol", type=float, default=None, help="agreement tolerance (default by precision)"
+    )
+    parser.add_argument(
+        "--atol", type=float, default=None, help="agreement tolerance (default by precision)"
+    )
     parser.add_argument("--format", choices=["table", "json"], default="table")
-    parser.add_argument("-o", "--output", default=None, metavar="FILE", help="also write the JSON report here")
+    parser.add_argument(
+        "-o", "--output", default=None, metavar="FILE", help="also write the JSON report here"
+    )
     parser.set_defaults(func=run)
 
 

@@ -22,15 +22,27 @@ def register(subparsers) -> None:
         "Writes OUT/model.opt.onnx, OUT/report.json and OUT/report.html.",
     )
     parser.add_argument("model", help="input .onnx model (never modified)")
-    parser.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder (created if needed)")
+    parser.add_argument(
+        "-o", "--output", required=True, metavar="DIR", help="output folder (created if needed)"
+    )
     add_target_flags(parser)
     add_shape_flags(parser)
     add_runtime_arguments(parser)
-    parser.add_argument("--rtol", type=float, default=None,
-                        help="accuracy tolerance against the original (default 2e-2, relative to each output's scale)")
-    parser.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-3)")
-    parser.add_argument("--no-bench", dest="bench", action="store_false", help="skip the timing step")
-    parser.add_argument("--config", default=None, metavar="PYPROJECT", help="read [tool.tclint] from this file")
+    parser.add_argument(
+        "--rtol",
+        type=float,
+        default=None,
+        help="accuracy tolerance against the original (default 2e-2, relative to each output's scale)",
+    )
+    parser.add_argument(
+        "--atol", type=float, default=None, help="absolute tolerance (default 1e-3)"
+    )
+    parser.add_argument(
+        "--no-bench", dest="bench", action="store_false", help="skip the timing step"
+    )
+    parser.add_argument(
+        "--config", default=None, metavar="PYPROJECT", help="read [tool.tclint] from this file"
+    )
     parser.set_defaults(func=run)
 
 
@@ -42,13 +54,31 @@ def run(args: argparse.Namespace) -> int:
     if (args.rtol is not None and args.rtol < 0) or (args.atol is not None and args.atol < 0):
         raise UsageError("--rtol and --atol must be >= 0")
     dims, input_shapes = shape_bindings(args)
-    cli = {"arch": args.arch, "dtype": args.dtype, "strict": args.strict, "calibration": args.calibration,
-           "dims": dims, "input_shapes": input_shapes}
-    options = resolve_options(args.model, cli, config_path=Path(args.config) if args.config else None)
+    cli = {
+        "arch": args.arch,
+        "dtype": args.dtype,
+        "strict": args.strict,
+        "calibration": args.calibration,
+        "dims": dims,
+        "input_shapes": input_shapes,
+    }
+    options = resolve_options(
+        args.model, cli, config_path=Path(args.config) if args.config else None
+    )
     report = optimize_model(
-        args.model, args.output, options=options, provider=args.provider, warmup=args.warmup, runs=args.runs,
-        batch=args.batch, inputs_npz=args.inputs, prefer_nhwc=args.prefer_nhwc,
-        cudnn_algo_search=args.cudnn_algo_search, rtol=args.rtol, atol=args.atol, bench=args.bench,
+        args.model,
+        args.output,
+        options=options,
+        provider=args.provider,
+        warmup=args.warmup,
+        runs=args.runs,
+        batch=args.batch,
+        inputs_npz=args.inputs,
+        prefer_nhwc=args.prefer_nhwc,
+        cudnn_algo_search=args.cudnn_algo_search,
+        rtol=args.rtol,
+        atol=args.atol,
+        bench=args.bench,
         progress=_progress if sys.stderr.isatty() else None,
     )
     summary = report.results["summary"]
@@ -56,13 +86,19 @@ def run(args: argparse.Namespace) -> int:
     for step in report.steps:
         lines.append(f"  {step.name:8s} {step.status:8s} {step.seconds:7.2f} s  {step.detail}")
     if summary.get("estimated_speedup"):
-        lines.append(f"estimated speedup on {report.results['target']}: {summary['estimated_speedup']:.2f}x")
+        lines.append(
+            f"estimated speedup on {report.results['target']}: {summary['estimated_speedup']:.2f}x"
+        )
     if "measured_speedup" in summary:
         lo, hi = summary["measured_speedup_ci"]
-        lines.append(f"measured speedup ({summary['measured_speedup_of']}, {summary['provider']}): "
-                     f"{summary['measured_speedup']:.2f}x [95% CI {lo:.2f}-{hi:.2f}]")
+        lines.append(
+            f"measured speedup ({summary['measured_speedup_of']}, {summary['provider']}): "
+            f"{summary['measured_speedup']:.2f}x [95% CI {lo:.2f}-{hi:.2f}]"
+        )
     acc = report.results["accuracy"]
-    lines.append(f"accuracy vs original: max abs diff {acc['max_abs_diff']:.3g} (within rtol {acc['rtol']:g}, "
-                 f"atol {acc['atol']:g})")
+    lines.append(
+        f"accuracy vs original: max abs diff {acc['max_abs_diff']:.3g} (within rtol {acc['rtol']:g}, "
+        f"atol {acc['atol']:g})"
+    )
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
