@@ -50,6 +50,8 @@ UNARY_OPS = frozenset({
 BROADCAST_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "PRelu", "Max", "Min", "Sum", "Mean"})
 POOL_OPS = frozenset({"MaxPool", "AveragePool"})
 GLOBAL_POOL_OPS = {"GlobalAveragePool": "ReduceMean", "GlobalMaxPool": "ReduceMax"}
+#: ConstantOfShape outputs up to this size are evaluated (BN parameters, per-channel scales)
+_MAX_FOLDED_ELEMENTS = 1 << 16
 _CONV_DTYPES = frozenset({ir.DataType.FLOAT, ir.DataType.FLOAT16, ir.DataType.DOUBLE})
 
 
@@ -188,16 +190,53 @@ def _attr_str(node: ir.Node, name: str, default: str) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _const_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
-    """The value's constant tensor (initializer or Constant node), never a graph input's."""
-    if value is None or (value.is_graph_input() and not value.is_initializer()):
-        return None
-    if value.is_graph_input():  # old-opset initializer also listed as an input: overridable
+def _const_tensor(value: ir.Value | None, *, fixed_inputs: bool = False) -> ir.TensorProtocol | None:
+    """The value's constant tensor: an initializer, a Constant node, or a small ConstantOfShape
+    (how old model-zoo exports store parameters). An initializer that is also a graph input can
+    be fed at run time, so it is not constant, except in IR version < 4 models
+    (``fixed_inputs``), where every initializer is listed as an input and cannot be overridden
+    (onnxruntime's ``Graph::CanOverrideInitializer`` is ``ir_version >= 4``)."""
+    if value is None or (value.is_graph_input() and not (fixed_inputs and value.is_initializer())):
         return None
     try:
-        return ir.convenience.get_const_tensor(value)
+        tensor = ir.convenience.get_const_tensor(value)
     except ValueError:
         return None
+    if tensor is not None:
+        return tensor
+    producer = value.producer()
+    if producer is not None and producer.op_type == "ConstantOfShape" and producer.domain == "":
+        shape = _const_tensor(producer.inputs[0], fixed_inputs=fixed_inputs) if producer.inputs else None
+        if shape is None:
+            return None
+        dims = [int(d) for d in shape.numpy().reshape(-1)]
+        if int(np.prod(dims)) > _MAX_FOLDED_ELEMENTS:
+            return None
+        fill = producer.attributes.get("value")
+        fill_arr = fill.value.numpy().reshape(-1) if fill is not None else np.zeros(1, np.float32)
+        return ir.tensor(np.full(dims, fill_arr[0], dtype=fill_arr.dtype))
+    if producer is not None and producer.op_type in ("Unsqueeze", "Reshape", "Identity") and producer.domain == "":
+        # exporters reshape per-channel parameters: Unsqueeze(scale, axes=[1, 2]) -> [C, 1, 1]
+        ins = [_const_tensor(v, fixed_inputs=fixed_inputs) for v in producer.inputs if v is not None]
+        if not ins or any(t is None for t in ins) or ins[0].size > _MAX_FOLDED_ELEMENTS:
+            return None
+        data = ins[0].numpy()
+        if producer.op_type == "Identity":
+            return ir.tensor(data)
+        if producer.op_type == "Reshape":
+            if len(ins) != 2 or 0 in ins[1].numpy():
+                return None
+            return ir.tensor(data.reshape([int(d) for d in ins[1].numpy()]))
+        axes = _attr_ints(producer, "axes")
+        if axes is None and len(ins) == 2:
+            axes = [int(a) for a in ins[1].numpy().reshape(-1)]
+        if axes is None:
+            return None
+        rank = data.ndim + len(axes)
+        for a in sorted(a % rank for a in axes):
+            data = np.expand_dims(data, a)
+        return ir.tensor(data)
+    return None
 
 
 def _used_outputs(node: ir.Node) -> list[int]:
@@ -221,6 +260,8 @@ class _Rewriter:
         self.model = model
         self.graph = model.graph
         self.nhwc_inputs = nhwc_inputs
+        #: IR < 4: initializers are listed as graph inputs and are constants
+        self.fixed_inputs = model.ir_version is not None and model.ir_version < 4
         self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         self.names: set[str] = set()
         for node in self.graph.all_nodes():
@@ -253,6 +294,22 @@ class _Rewriter:
         self.skipped: list[tuple[str, str]] = []
         self.inputs_nhwc: list[str] = []
 
+    def _const(self, value: ir.Value | None) -> ir.TensorProtocol | None:
+        return _const_tensor(value, fixed_inputs=self.fixed_inputs)
+
+    def _const_bias(self, conv: ir.Node) -> ir.TensorProtocol | None:
+        return self._const(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
+
+    def _drop_initializer(self, value: ir.Value) -> None:
+        """Remove an initializer nothing reads any more (and its IR < 4 graph-input entry)."""
+        if value.uses() or value.is_graph_output() or not value.is_initializer():
+            return
+        if value.is_graph_input():
+            if not self.fixed_inputs:
+                return  # a real, feedable input: part of the signature
+            self.graph.inputs.remove(value)
+        self.graph.initializers.pop(value.name, None)
+
     # --- naming and value creation ------------------------------------------------------
     def _name(self, hint: str) -> str:
         base = hint or "nhwc"
@@ -265,8 +322,8 @@ class _Rewriter:
 
     def _nhwc_value(self, like: ir.Value) -> ir.Value:
         """A new channels-last value mirroring the NCHW value ``like`` (dtype, permuted shape)."""
-        return ir.Value(name=self._name(f"{like.name or 'value'}_nhwc"), type=like.type,
-                        shape=_perm_shape(like.shape, NCHW_TO_NHWC))
+        shape = _perm_shape(like.shape, NCHW_TO_NHWC) if like.type is not None else None
+        return ir.Value(name=self._name(f"{like.name or 'value'}_nhwc"), type=like.type, shape=shape)
 
     def _initializer(self, tensor: ir.TensorProtocol, hint: str) -> ir.Value:
         name = self._name(hint)
@@ -274,6 +331,8 @@ class _Rewriter:
         value = ir.Value(name=name, type=ir.TensorType(tensor.dtype), shape=ir.Shape(list(tensor.shape)),
                          const_value=tensor)
         self.graph.register_initializer(value)
+        if self.fixed_inputs:
+            self.graph.inputs.append(value)
         return value
 
     def _ints(self, values: Sequence[int], hint: str) -> ir.Value:
@@ -306,7 +365,7 @@ class _Rewriter:
 
     def _nhwc_const(self, value: ir.Value, *, keep_rank: bool) -> ir.Value | None:
         """A constant laid out channels-last for broadcasting against NHWC tensors."""
-        tensor = _const_tensor(value)
+        tensor = self._const(value)
         if tensor is None or len(tensor.shape) > 4:
             return None
         shape = [int(d) for d in tensor.shape]
@@ -335,7 +394,7 @@ class _Rewriter:
             return None
         if value in self.nhwc:
             return "nhwc"
-        tensor = _const_tensor(value)
+        tensor = self._const(value)
         if tensor is not None:
             if len(tensor.shape) > 4 or (keep_rank and len(tensor.shape) != 4):
                 return None
@@ -357,7 +416,7 @@ class _Rewriter:
         if kind == "nhwc":
             return self.nhwc[value] in self.spatial_one
         if kind == "const":
-            tensor = _const_tensor(value)
+            tensor = self._const(value)
             full = [1] * (4 - len(tensor.shape)) + [int(d) for d in tensor.shape]
             return full[2] == 1 and full[3] == 1
         return _known_spatial_one(value)
@@ -418,20 +477,21 @@ class _Rewriter:
         x, w = node.inputs[0], node.inputs[1] if len(node.inputs) > 1 else None
         if x is None or w is None:
             return False
-        w_tensor = _const_tensor(w)
-        w_shape = list(w_tensor.shape) if w_tensor is not None else (list(w.shape) if w.shape else None)
+        w_tensor = self._const(w)
+        w_shape = _weight_shape(node, w, w_tensor)
         if w_shape is None or len(w_shape) != 4:
             self.skipped.append((label, "not a 2-D convolution (weight is not 4-D)"))
             return False
-        dtype = w_tensor.dtype if w_tensor is not None else w.dtype
-        if dtype not in _CONV_DTYPES:
+        dtype = w_tensor.dtype if w_tensor is not None else (w.dtype or x.dtype)
+        if dtype is not None and dtype not in _CONV_DTYPES:
             self.skipped.append((label, f"NhwcConv has no kernel for {dtype}"))
             return False
         if w_tensor is not None and w.is_initializer():
             w_new = self._ohwi_initializer(w, w_tensor)
         elif _is_constant(w):
             w_new = self._nhwc_value(w)
-            w_new.shape = ir.Shape([w_shape[p] for p in NCHW_TO_NHWC]) if all(isinstance(d, int) for d in w_shape) else None
+            if w_new.type is not None and all(isinstance(d, int) for d in w_shape):
+                w_new.shape = ir.Shape([w_shape[p] for p in NCHW_TO_NHWC])
             weight_t = ir.Node("", "Transpose", [w], attributes=[ir.AttrInt64s("perm", list(NCHW_TO_NHWC))],
                                outputs=[w_new], name=self._name(f"Transpose_{w.name or 'w'}_ohwi"))
             self._add(weight_t)
@@ -439,7 +499,7 @@ class _Rewriter:
             self.skipped.append((label, "weight is computed at run time"))
             return False
         x_new = self._feed(x, "nhwc" if x in self.nhwc else "enter", keep_rank=True)
-        attrs = [a for a in node.attributes.values()]
+        attrs = list(node.attributes.values())
         if "kernel_shape" not in node.attributes and all(isinstance(d, int) for d in w_shape[2:]):
             attrs.append(ir.AttrInt64s("kernel_shape", [int(d) for d in w_shape[2:]]))
         y = node.outputs[0]
@@ -449,7 +509,7 @@ class _Rewriter:
                                  name=self._name(f"{node.name}_nhwc" if node.name else "NhwcConv")))
         if w_tensor is not None and w.is_initializer():
             self.conv_weights[conv] = w_new
-        kernel = [int(d) for d in w_shape[2:]]
+        kernel = list(w_shape[2:])
         pads = _attr_ints(node, "pads") or [0, 0, 0, 0]
         one = (x in self.nhwc and self.nhwc[x] in self.spatial_one and kernel == [1, 1]
                and not any(pads) and _attr_str(node, "auto_pad", "NOTSET") in ("NOTSET", "VALID"))
@@ -517,7 +577,7 @@ class _Rewriter:
         x = node.inputs[0]
         if x not in self.nhwc or _used_outputs(node) != [0] or _attr_int(node, "training_mode", 0):
             return False
-        params = [_const_tensor(v) for v in node.inputs[1:5]]
+        params = [self._const(v) for v in node.inputs[1:5]]
         if len(params) != 4 or any(p is None or len(p.shape) != 1 for p in params):
             return False
         scale, bias, mean, var = (p.numpy().astype(np.float64) for p in params)
@@ -527,7 +587,7 @@ class _Rewriter:
         y = node.outputs[0]
         producer = self.nhwc[x].producer()
         foldable = producer in self.conv_weights and (
-            len(producer.inputs) < 3 or producer.inputs[2] is None or _conv_bias(producer) is not None)
+            len(producer.inputs) < 3 or producer.inputs[2] is None or self._const_bias(producer) is not None)
         if foldable and len(x.uses()) == 1 and not x.is_graph_output():
             self._fold_into_conv(producer, s, t)
             self._output(y, self.nhwc[x])
@@ -551,7 +611,7 @@ class _Rewriter:
     def _fold_into_conv(self, conv: ir.Node, s: np.ndarray, t: np.ndarray) -> None:
         w_old = self.conv_weights[conv]
         w_tensor = w_old.const_value
-        b_tensor = _conv_bias(conv)
+        b_tensor = self._const_bias(conv)
         np_dtype = np.dtype(w_tensor.dtype.numpy())
         hint = f"{w_old.name}_bn"
 
@@ -566,8 +626,7 @@ class _Rewriter:
             conv.resize_inputs(3)
         conv.replace_input_with(2, b_new)
         self.conv_weights[conv] = w_new
-        if not w_old.uses() and not w_old.is_graph_output():
-            self.graph.initializers.pop(w_old.name, None)
+        self._drop_initializer(w_old)
 
     def _pool(self, node: ir.Node) -> bool:
         x = node.inputs[0]
@@ -669,8 +728,7 @@ class _Rewriter:
         consts = {v for node in self.region for v in node.inputs if v is not None and v.is_initializer()}
         graph.remove(self.region, safe=True)
         for w in consts | self.replaced_initializers:
-            if not w.uses() and not w.is_graph_output() and not w.is_graph_input():
-                graph.initializers.pop(w.name, None)
+            self._drop_initializer(w)
 
     def _cancel_transposes(self, original: set[ir.Node]) -> int:
         """Remove Transpose pairs that compose to the identity; count removed original ones."""
@@ -705,8 +763,14 @@ class _Rewriter:
         return removed_original
 
 
-def _conv_bias(conv: ir.Node) -> ir.TensorProtocol | None:
-    return _const_tensor(conv.inputs[2]) if len(conv.inputs) > 2 and conv.inputs[2] is not None else None
+def _weight_shape(conv: ir.Node, w: ir.Value, tensor: ir.TensorProtocol | None) -> list | None:
+    """The conv weight's dims (ints or None), or only its rank from ``kernel_shape``."""
+    if tensor is not None:
+        return [int(d) for d in tensor.shape]
+    if w.shape is not None:
+        return [d if isinstance(d, int) else None for d in w.shape]
+    kernel = _attr_ints(conv, "kernel_shape")
+    return None if kernel is None else [None, None, *kernel]
 
 
 def _known_spatial_one(value: ir.Value) -> bool:
@@ -735,7 +799,7 @@ def _reaches_conv(x: ir.Value) -> bool:
                 continue
             if user.op_type == "Conv" and idx == 0:
                 w = user.inputs[1] if len(user.inputs) > 1 else None
-                if w is not None and _rank(w) == 4:
+                if w is not None and len(_weight_shape(user, w, _const_tensor(w)) or ()) == 4:
                     return True
             elif user.op_type in passable:
                 frontier.extend(user.outputs[:1])
@@ -786,7 +850,8 @@ def expand_nhwc_conv(model: ir.Model) -> ir.Model:
             graph.register_initializer(w_oihw)
             weights[w] = w_oihw
         else:
-            w_oihw = ir.Value(name=fresh(f"{w.name}_oihw"), type=w.type, shape=_perm_shape(w.shape, NHWC_TO_NCHW))
+            w_oihw = ir.Value(name=fresh(f"{w.name}_oihw"), type=w.type,
+                              shape=_perm_shape(w.shape, NHWC_TO_NCHW) if w.type is not None else None)
             new_nodes.append(ir.Node("", "Transpose", [w], attributes=[ir.AttrInt64s("perm", list(NHWC_TO_NCHW))],
                                      outputs=[w_oihw], name=fresh(f"{node.name}_w_oihw")))
             weights[w] = w_oihw
