@@ -171,20 +171,32 @@ def measure_big(tmp: Path) -> list[dict]:
     except Exception as exc:  # noqa: BLE001
         row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
     rows.append(row)
-    for conv_name in ("onnxconverter-common", "ort.transformers.float16"):
-        row = {"model": "mlp_2.2GB_external", "converter": conv_name}
-        try:
-            proto = onnx.load(str(src))
-            t0 = time.perf_counter()
-            out = CONVERTERS[conv_name](proto)
-            row["convert_s"] = time.perf_counter() - t0
-            path = tmp / f"big_{conv_name}.onnx"
-            onnx.save_model(out, str(path), save_as_external_data=True, location=path.name + ".data")
-            got = run(str(path), feeds)
-            row.update(ok=True, casts_added=casts(out), max_rel_error=rel_error(ref, got))
-        except Exception as exc:  # noqa: BLE001
-            row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
-        rows.append(row)
+    peers = {
+        "onnxconverter-common": "onnxconverter_common.float16",
+        "ort.transformers.float16": "onnxruntime.transformers.float16",
+    }
+    for conv_name, module in peers.items():
+        for extra in ({}, {"disable_shape_infer": True}):
+            label = conv_name + (" (disable_shape_infer)" if extra else "")
+            row = {"model": "mlp_2.2GB_external", "converter": label}
+            try:
+                import importlib
+
+                convert = importlib.import_module(module).convert_float_to_float16
+                proto = onnx.load(str(src))
+                t0 = time.perf_counter()
+                out = convert(proto, keep_io_types=True, **extra)
+                row["convert_s"] = time.perf_counter() - t0
+                del proto
+                path = tmp / f"big_{len(rows)}.onnx"
+                onnx.save_model(out, str(path), save_as_external_data=True, location=path.name + ".data")
+                del out
+                got = run(str(path), feeds)
+                row.update(ok=True, casts_added=casts(onnx.load(str(path), load_external_data=False)),
+                           max_rel_error=rel_error(ref, got))
+            except Exception as exc:  # noqa: BLE001
+                row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+            rows.append(row)
     for r in rows:
         print(f"  {r['model']:22s} {r['converter']:26s} {_fmt(r)}", file=sys.stderr, flush=True)
     return rows

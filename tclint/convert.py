@@ -22,7 +22,7 @@ import onnx_ir as ir
 from tclint import specs
 from tclint.errors import InputError, UsageError, VerificationError
 from tclint.io import model_weight_bytes, require_readable_weights, save_model_atomic
-from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, TensorClamp
+from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, NormEpsilon, TensorClamp
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,8 @@ class ConvertReport:
     kept: tuple[KeptNode, ...]
     #: constants with values outside the low-precision range, per tensor
     clamps: tuple[TensorClamp, ...]
+    #: decomposed-norm epsilons that flush to zero in low precision: raised, or kept float32
+    norm_epsilons: tuple[NormEpsilon, ...]
     constants_converted: int
     casts_in_input: int
     casts_in_output: int
@@ -79,6 +81,7 @@ def convert_model(
     rtol: float = 1e-2,
     atol: float = 1e-3,
     verify: bool = True,
+    keep_norm_epsilon: bool = False,
     external_data: bool | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ConvertReport:
@@ -87,20 +90,26 @@ def convert_model(
     ``path_or_model``: a model path (the file is never modified) or an ``ir.Model`` (converted
     in place). ``inputs``: an ``.npz`` path (one array per graph input; an extra leading axis
     holds several samples) or a list of feed dicts; random inputs are used when absent.
+    ``keep_norm_epsilon``: keep the Add/Sqrt of a norm epsilon that flushes to zero in float32
+    instead of raising the epsilon to the smallest subnormal.
     ``auto``: find nodes to keep in float32 so that outputs stay within ``rtol``/``atol`` of
     float32 (see :mod:`tclint.passes.mixed_precision`).
     Raises :class:`InputError` (bad model, missing external data, bad inputs) and
     :class:`VerificationError` (the converted model does not load in onnxruntime).
     """
     start = time.perf_counter()
+    say = progress or (lambda _message: None)
     if dtype not in specs.FLOAT_FORMATS:
         raise UsageError(f"unknown --dtype {dtype!r}; known: {', '.join(specs.FLOAT_FORMATS)}")
     if provider not in specs.PROVIDERS:
         raise UsageError(f"unknown --provider {provider!r}; known: {', '.join(specs.PROVIDERS)}")
+    say("loading")
     model, label = _load(path_or_model)
     weight_bytes = model_weight_bytes(model)
     small = weight_bytes <= _VERIFY_LIMIT_BYTES
     feeds = _feeds(model, inputs) if (verify or auto) and small else []
+    if feeds:
+        say("running the float32 model")
     reference = _run(model, feeds) if feeds else None
 
     auto_info = None
@@ -120,8 +129,9 @@ def convert_model(
 
     conv = ConvertFloat16Pass(
         dtype=dtype, keep_io_types=keep_io_types, block_ops=block_ops, block_nodes=block_nodes,
-        keep_nodes=keep_nodes, provider=provider,
+        keep_nodes=keep_nodes, provider=provider, keep_norm_epsilon=keep_norm_epsilon,
     )
+    say(f"converting to {dtype}")
     try:
         conv(model)
     except ValueError as exc:
@@ -131,12 +141,14 @@ def convert_model(
 
     loads = max_rel = max_abs = None
     if verify and small:
+        say("checking the result in onnxruntime")
         session = _session(model, label)
         loads = True
         if feeds and reference is not None and not _has_low_random_ops(model):
             got = [_run_session(session, f) for f in feeds]
             max_abs, max_rel = _errors(reference, got)
     if out_path is not None:
+        say(f"writing {out_path}")
         save_model_atomic(model, out_path, external_data=external_data)
     return ConvertReport(
         input=label,
@@ -148,6 +160,7 @@ def convert_model(
         nodes_low_precision=stats.nodes_low_precision,
         kept=stats.kept,
         clamps=stats.clamps,
+        norm_epsilons=stats.norm_epsilons,
         constants_converted=stats.constants_converted,
         casts_in_input=stats.casts_in_input,
         casts_in_output=stats.casts_in_output,
@@ -340,6 +353,10 @@ def format_table(report: ConvertReport) -> str:
     if report.kept:
         rows = [(k.name, k.op_type, k.reason) for k in report.kept]
         lines += ["", "Kept in float32:", tabulate(rows, headers=["node", "op", "why"])]
+    if report.norm_epsilons:
+        rows = [(e.node, f"{e.value:.3g}", e.action) for e in report.norm_epsilons]
+        lines += ["", f"Norm epsilons that flush to zero in {report.dtype}:",
+                  tabulate(rows, headers=["node", "epsilon", "action"])]
     if report.clamps:
         rows = [(c.tensor, c.size, c.clamped, c.raised) for c in report.clamps]
         lines += ["", f"Constants outside the {report.dtype} range:",

@@ -249,6 +249,9 @@ def test_if_and_loop_subgraphs_with_outer_scope_values():
     out, _ = _convert(proto)
     feeds = {"input": np.random.default_rng(4).standard_normal((4, 16)).astype(np.float32)}
     _assert_close(_run(proto, feeds), _run(out, feeds))
+    loop = _nodes(out, "Loop")[0]
+    assert _types(out)[loop.input[2]] == F16  # the state stays fp16 through the Loop
+    assert len(_nodes(out, "Cast")) == 2  # only at the graph input and output
     if_node = _nodes(out, "If")[0]
     for attr in if_node.attribute:
         matmul = next(n for n in attr.g.node if n.op_type == "MatMul")
@@ -270,16 +273,21 @@ def test_overflowing_constants_are_clamped_and_reported():
     assert values[0] == 65504 and values[1] == -65504 and values[3] > 0
 
 
-def test_norm_epsilon_that_underflows_keeps_add_and_sqrt_float32():
+def test_norm_epsilon_that_flushes_to_zero_is_raised_or_kept_float32():
     proto = M.layernorm_net(width=16, seq=4)
+    feeds = {"input": np.ones((1, 4, 16), np.float32)}  # zero variance: fp16 sqrt(0 + 0) = 0
+    ref = _run(proto, feeds)
     out, conv = _convert(proto)
-    kept = {k.op_type for k in conv.stats.kept if "epsilon" in k.reason}
-    assert kept == {"Add", "Sqrt"}
-    # a row with zero variance: fp16 would divide by sqrt(0); float32 eps keeps it finite
-    feeds = {"input": np.ones((1, 4, 16), np.float32)}
-    ref, got = _run(proto, feeds), _run(out, feeds)
+    [eps] = conv.stats.norm_epsilons
+    assert eps.value == pytest.approx(1e-12) and eps.action.startswith("raised")
+    assert not conv.stats.kept
+    got = _run(out, feeds)
     assert np.all(np.isfinite(got[0]))
     _assert_close(ref, got)
+    out, conv = _convert(proto, keep_norm_epsilon=True)
+    assert {k.op_type for k in conv.stats.kept if "epsilon" in k.reason} == {"Add", "Sqrt"}
+    assert conv.stats.norm_epsilons[0].action == "kept float32"
+    _assert_close(ref, _run(out, feeds))
 
 
 @pytest.mark.parametrize("build, feeds", [
@@ -372,10 +380,13 @@ def test_cli_convert_json_and_table(tmp_path, capsys):
     assert main(["convert", str(src), "-o", str(tmp_path / "o.onnx"), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["dtype"] == "fp16" and data["loads_in_ort"] is True
-    assert {k["op_type"] for k in data["kept"]} == {"Add", "Sqrt"}
+    assert [e["value"] for e in data["norm_epsilons"]] == [pytest.approx(1e-12)]
+    assert data["kept"] == []
     assert main(["convert", str(src), "-o", str(tmp_path / "o2.onnx"), "--block-op", "MatMul,Div"]) == 0
     text = capsys.readouterr().out
     assert "blocked by --block-op" in text and "Kept in float32" in text
+    assert main(["convert", str(src), "-o", str(tmp_path / "o3.onnx"), "--keep-norm-epsilon"]) == 0
+    assert "flushes to zero" in capsys.readouterr().out
 
 
 def test_cli_bad_input_exits_2(tmp_path, capsys):

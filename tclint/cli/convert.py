@@ -35,6 +35,9 @@ def register(subparsers) -> None:
                    help="sample inputs (.npz, one array per input; extra leading axis = samples)")
     p.add_argument("--rtol", type=float, default=1e-2, help="relative tolerance (default 1e-2)")
     p.add_argument("--atol", type=float, default=1e-3, help="absolute tolerance (default 1e-3)")
+    p.add_argument("--keep-norm-epsilon", action="store_true",
+                   help="keep norm epsilons that flush to zero (BERT's 1e-12) in float32 with their "
+                   "Add/Sqrt, instead of raising them to the smallest FP16 value")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="do not load the result in onnxruntime before writing")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -58,6 +61,7 @@ def run(args) -> int:
         rtol=args.rtol,
         atol=args.atol,
         verify=args.verify,
+        keep_norm_epsilon=args.keep_norm_epsilon,
         progress=progress,
     )
     if progress:

@@ -79,6 +79,15 @@ class KeptNode:
 
 
 @dataclass(frozen=True)
+class NormEpsilon:
+    """A decomposed-norm epsilon that flushes to zero in low precision, and what was done."""
+
+    node: str
+    value: float
+    action: str
+
+
+@dataclass(frozen=True)
 class ConversionStats:
     """What one run of :class:`ConvertFloat16Pass` did."""
 
@@ -96,6 +105,7 @@ class ConversionStats:
     functions_low_precision: tuple[str, ...] = ()
     #: names of the nodes that run in low precision (after unnamed nodes were named)
     low_precision_nodes: tuple[str, ...] = ()
+    norm_epsilons: tuple[NormEpsilon, ...] = ()
 
 
 class ConvertFloat16Pass(ir.passes.InPlacePass):
@@ -107,8 +117,9 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
     2. Each node (main graph, If/Loop/Scan bodies, in topological order) is decided:
        low precision when the provider's kernel table lists it in that precision and it is not
        blocked (``block_ops``, ``block_nodes``, ``keep_nodes``), its ONNX schema allows the type,
-       and it is not the ``Add`` of a norm epsilon that flushes to zero in FP16 (BERT's 1e-12;
-       kept float32 together with its Sqrt/Reciprocal).
+       and (with ``keep_norm_epsilon``) it is not the ``Add`` of a norm epsilon that flushes to
+       zero in FP16 (BERT's 1e-12), kept float32 with its Sqrt/Reciprocal. By default such an
+       epsilon is raised to ``min_positive`` like any tiny constant; both are reported.
        Data-movement ops (Reshape, Transpose, Concat, ...) follow the type of their data input.
     3. A Cast is inserted where an input's type differs from what the node expects; one Cast
        per (value, type, graph) serves every consumer. Per-slot exceptions stay float32
@@ -121,7 +132,8 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
        ``EyeLike`` ``dtype``, ``ConstantOfShape`` ``value``. Ops kept float32 whose output type
        would otherwise follow a low-precision input get an explicit ``dtype=FLOAT``.
     6. If outputs are low precision when every branch produces low precision (Casts inside the
-       branches otherwise); Loop/Scan state and scan outputs stay float32 at the boundary.
+       branches otherwise). A Loop/Scan state or scan input is low precision in the body when its
+       initial value is; body outputs are cast to the state's type, scan outputs keep theirs.
        Model-local functions run in low precision when every op in them has a kernel.
     7. Graph inputs/outputs keep float32 with one Cast each (``keep_io_types``), same names.
     8. Cast clean-up: Casts to the type a value already has, lossless Cast pairs
@@ -140,6 +152,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         provider: str = "cuda",
         min_positive: float | None = None,
         max_finite: float | None = None,
+        keep_norm_epsilon: bool = False,
     ) -> None:
         super().__init__()
         if dtype not in LOW_TYPES:
@@ -150,6 +163,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         self.block_ops = frozenset(block_ops)
         self.block_nodes = frozenset(block_nodes)
         self.keep_nodes = dict(keep_nodes or {})
+        self.keep_norm_epsilon = keep_norm_epsilon
         self.provider = provider
         self.table = specs.kernel_table(provider, dtype)
         fmt = specs.FLOAT_FORMATS[dtype]
@@ -173,6 +187,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         self._replaced_constants: dict[int, ir.Value] = {}
         self._forced_fp32: dict[ir.Node, str] = {}
         self._kept: list[KeptNode] = []
+        self._norm_eps: list[NormEpsilon] = []
         self._clamps: list[TensorClamp] = []
         self._low_nodes = 0
         self._low_names: list[str] = []
@@ -210,6 +225,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             casts_removed=removed,
             functions_low_precision=tuple(sorted(f"{d}::{n}" for d, n, _ in self._functions_low)),
             low_precision_nodes=tuple(self._low_names),
+            norm_epsilons=tuple(self._norm_eps),
         )
         logger.info(
             "converted %d nodes to %s, kept %d in float32, %d Casts",
@@ -252,10 +268,14 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             )
         eps = self._norm_epsilon(node)
         if eps is not None:
+            if not self.keep_norm_epsilon:
+                self._norm_eps.append(NormEpsilon(node.name or "", eps, f"raised to {self.min_positive:.3g}"))
+                return True, None
             reason = (
                 f"norm epsilon {eps:.3g} flushes to zero in {self.dtype} (smallest value "
                 f"{self.format.min_subnormal:.3g})"
             )
+            self._norm_eps.append(NormEpsilon(node.name or "", eps, "kept float32"))
             for use in node.outputs[0].uses():
                 if use.node.op_type in ("Sqrt", "Reciprocal"):
                     self._forced_fp32[use.node] = reason
@@ -341,32 +361,58 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             node.attributes["value"] = ir.AttrTensor("value", ir.tensor(array))
 
     def _convert_control_flow(self, node: ir.Node, graph: ir.Graph) -> None:
+        if node.op_type != "If":
+            self._convert_loop_or_scan(node, graph)
+            return
         for attr in node.attributes.values():
             if attr.type == ir.AttributeType.GRAPH:
                 self._convert_graph(attr.value)
             elif attr.type == ir.AttributeType.GRAPHS:
                 for sub in attr.value:
                     self._convert_graph(sub)
-        if node.op_type == "If":
-            branches = [a.value for a in node.attributes.values() if a.type == ir.AttributeType.GRAPH]
-            for k, out in enumerate(node.outputs):
-                if out.dtype != FLOAT:
-                    continue
-                low = all(b.outputs[k].dtype == self.low for b in branches)
-                target = self.low if low else FLOAT
-                for branch in branches:
-                    self._set_subgraph_output(branch, k, target)
-                _set_dtype(out, target)
-            return
-        # Loop / Scan: state and scan outputs stay float32 at the boundary.
-        first_state = 2 if node.op_type == "Loop" else 0
-        for i, value in enumerate(node.inputs):
-            if i >= first_state and value is not None and value.dtype == self.low:
-                node.replace_input_with(i, self._as_type(value, FLOAT, graph, node))
+        branches = [a.value for a in node.attributes.values() if a.type == ir.AttributeType.GRAPH]
+        for k, out in enumerate(node.outputs):
+            if out.dtype != FLOAT:
+                continue
+            low = all(b.outputs[k].dtype == self.low for b in branches)
+            target = self.low if low else FLOAT
+            for branch in branches:
+                self._set_subgraph_output(branch, k, target)
+            _set_dtype(out, target)
+
+    def _convert_loop_or_scan(self, node: ir.Node, graph: ir.Graph) -> None:
+        """Loop/Scan: a carried state or scan input is low precision inside the body when its
+        initial value is (or is a constant); the body's outputs are cast to match."""
         body = node.attributes["body"].value
-        for k, out in enumerate(body.outputs):
-            if out.dtype == self.low:
-                self._set_subgraph_output(body, k, FLOAT)
+        if node.op_type == "Loop":
+            outer, body_in, first_out = list(range(2, len(node.inputs))), body.inputs[2:], 1
+            n_state = len(node.inputs) - 2
+        else:
+            scans = node.attributes.get_int("num_scan_inputs", 0)
+            outer, body_in, first_out = list(range(len(node.inputs))), list(body.inputs), 0
+            n_state = len(node.inputs) - scans
+        targets = []
+        for i, inner in zip(outer, body_in):
+            value = node.inputs[i]
+            target = None
+            if _is_floaty(value):
+                low = value.dtype == self.low or _is_constant(value)
+                target = self.low if low else FLOAT
+                if value.dtype != target:
+                    node.replace_input_with(i, self._as_type(value, target, graph, node))
+                if inner.dtype in (FLOAT, self.low):
+                    _set_dtype(inner, target)
+            targets.append(target)
+        self._convert_graph(body)
+        for j in range(n_state):
+            k = first_out + j
+            if targets[j] is not None and k < len(body.outputs):
+                self._set_subgraph_output(body, k, targets[j])
+                _set_dtype(node.outputs[j], targets[j])
+        for k in range(first_out + n_state, len(body.outputs)):
+            out = node.outputs[k - first_out]
+            if out.dtype == FLOAT and body.outputs[k].dtype in (FLOAT, self.low):
+                _set_dtype(out, body.outputs[k].dtype)
 
     def _set_subgraph_output(self, sub: ir.Graph, k: int, target: ir.DataType) -> None:
         value = sub.outputs[k]
@@ -513,10 +559,34 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         return ir.tensor(array, name=name)
 
     def _convert_array(self, array: np.ndarray, label: str) -> tuple[np.ndarray, TensorClamp]:
+        """Round to the low type; clamp what overflows, raise what would flush to zero.
+
+        With the format's own limits this is one conversion plus integer checks on the 16-bit
+        result (only the few bad elements are touched); custom limits take the slower path.
+        """
         a = np.asarray(array, dtype=np.float32)
+        np_low = _NP_LOW[self.low]
+        fmt = self.format
+        if self.max_finite != fmt.max_finite or self.min_positive != fmt.min_subnormal:
+            return self._convert_array_custom(a, label)
+        with np.errstate(over="ignore"):
+            h = a.astype(np_low)
+        af, bits = a.reshape(-1), h.reshape(-1).view(np.uint16)
+        magnitude = bits & np.uint16(0x7FFF)
+        inf_bits = np.uint16(0x7C00 if self.low == ir.DataType.FLOAT16 else 0x7F80)
+        big = np.flatnonzero(magnitude == inf_bits)
+        big = big[np.isfinite(af[big])]
+        tiny = np.flatnonzero(magnitude == 0)
+        tiny = tiny[af[tiny] != 0]
+        if big.size or tiny.size:
+            hf = h.reshape(-1)
+            hf[big] = np.copysign(self.max_finite, af[big]).astype(np_low)
+            hf[tiny] = np.copysign(self.min_positive, af[tiny]).astype(np_low)
+        return h, TensorClamp(label, int(a.size), int(big.size), int(tiny.size))
+
+    def _convert_array_custom(self, a: np.ndarray, label: str) -> tuple[np.ndarray, TensorClamp]:
         magnitude = np.abs(a)
-        big = magnitude > self.max_finite
-        big &= np.isfinite(a)
+        big = (magnitude > self.max_finite) & np.isfinite(a)
         tiny = (magnitude < self.min_positive) & (a != 0)
         n_big, n_tiny = int(big.sum()), int(tiny.sum())
         if n_big or n_tiny:
