@@ -16,7 +16,17 @@ import onnxruntime as ort
 import pytest
 from _shapes import CASES
 
-from tclint.bench import ModelSpec, bench_models, cuda_available, make_inputs, provider_list
+from tclint.bench import (
+    ModelSpec,
+    bench_models,
+    cuda_available,
+    gpu_info,
+    make_inputs,
+    provider_list,
+)
+from tclint.config import CheckOptions
+from tclint.lint import check_model
+from tclint.specs import GPUS
 
 CPU_CASES = [c for c in CASES if not c.gpu_only]
 gpu = [
@@ -53,8 +63,28 @@ def test_time_variant(benchmark, case, variant, dtype, provider, tmp_path):
     assert outputs[0].shape == tuple(session.get_outputs()[0].shape)
 
 
-def _record(report, case, dtype, provider, shape_results):
+def _arch() -> str:
+    """The GPU the cost model predicts for: this machine's when tclint.specs knows it."""
+    info = gpu_info() if cuda_available() else None
+    name = (info[0] if info else "").lower().replace(" ", "")
+    return next((g for g in GPUS if g in name), "a100")
+
+
+def predicted_speedup(paths, dtype: str, *, layout: bool = False) -> tuple[float, str]:
+    """tclint's cost-model estimate of fixed over original (what the measurement checks)."""
+    arch = _arch()
+    options = CheckOptions(arch=arch, dtype="fp16" if dtype == "fp16" else "tf32")
+    before = check_model(paths[0], options)
+    if layout:
+        s = before.summary
+        return s["speedup_if_all_fixed"] / s["speedup_if_aligned"], arch
+    after = check_model(paths[1], options)
+    return before.summary["estimated_time_us"] / after.summary["estimated_time_us"], arch
+
+
+def _record(report, case, dtype, provider, shape_results, paths):
     original, fixed = report.models
+    predicted, arch = predicted_speedup(paths, dtype, layout=case.name == "nchw_nhwc")
     shape_results.append(
         {
             "case": case.name,
@@ -69,6 +99,8 @@ def _record(report, case, dtype, provider, shape_results):
             "fixed_median_s": fixed.latency.median_s,
             "speedup": fixed.speedup.value,
             "speedup_ci": [fixed.speedup.ci_low, fixed.speedup.ci_high],
+            "predicted_speedup": predicted,
+            "predicted_for": arch,
             "max_abs_diff": fixed.agreement.max_abs_diff,
         }
     )
@@ -80,15 +112,14 @@ def _record(report, case, dtype, provider, shape_results):
 def test_ab_fixed_vs_original(case, dtype, provider, tmp_path, shape_results, request):
     device = "cpu" if provider == "cpu" else "cuda"
     runs = request.config.getoption("--shapes-runs") or (100 if provider == "cpu" else 200)
-    report = bench_models(
-        _save_pair(case, dtype, device, tmp_path), provider=provider, warmup=10, runs=runs
-    )
+    paths = _save_pair(case, dtype, device, tmp_path)
+    report = bench_models(paths, provider=provider, warmup=10, runs=runs)
     fixed = report.models[1]
     # The fixed twin computes the same outputs (zero padding), so a speedup must be reported.
     assert fixed.agreement.agrees, fixed.agreement.message
     assert fixed.agreement.max_abs_diff <= 1e-3
     assert fixed.speedup.ci_low <= fixed.speedup.value <= fixed.speedup.ci_high
-    _record(report, case, dtype, provider, shape_results)
+    _record(report, case, dtype, provider, shape_results, paths)
 
 
 @pytest.mark.gpu
@@ -108,4 +139,4 @@ def test_ab_nchw_vs_nhwc(dtype, tmp_path, shape_results, request):
         runs=runs,
     )
     assert report.models[1].agreement.agrees, report.models[1].agreement.message
-    _record(report, case, dtype, "cuda", shape_results)
+    _record(report, case, dtype, "cuda", shape_results, [path, path])

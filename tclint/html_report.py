@@ -13,6 +13,7 @@ optimize`` writes as ``report.json``. Every key is optional; a missing section s
                   "measured_before_s": float | None, "measured_after_s": float | None}],
       "findings": [{"code", "name", "severity", "node", "message", "share", "hot"}],
       "changes": [{"node", "op", "before", "after", "note"}],
+      "skipped": [{"node", "op", "dims", "reason"}],  (layers not padded, and why)
       "accuracy": {"passed": bool, "rtol", "atol", "max_abs_diff", "max_rel_diff", "message",
                    "outputs": [{"name", "max_abs_diff", "max_rel_diff"}]},
       "bench": BenchReport.to_dict()  (see tclint.bench)
@@ -239,6 +240,23 @@ def _changes_table(changes: Sequence[Mapping]) -> str:
     return _table(["node", "op", "before", "after", "note"], rows, cls="changes")
 
 
+def _skipped_table(skipped: Sequence[Mapping]) -> str:
+    if not skipped:
+        return ""
+    seen, rows = set(), []
+    for item in skipped:
+        row = (
+            str(item.get("node", "")),
+            str(item.get("op", "")),
+            _dims(item.get("dims")),
+            str(item.get("reason", "")),
+        )
+        if row not in seen:
+            seen.add(row)
+            rows.append(list(row))
+    return "<h3>Not padded</h3>" + _table(["node", "op", "dims", "reason"], rows, cls="skipped")
+
+
 def _accuracy_section(acc: Mapping | None) -> str:
     if not acc:
         return '<p class="empty">Not verified.</p>'
@@ -306,7 +324,9 @@ def _cards(results: Mapping) -> str:
     summary = results.get("summary") or {}
     cards = []
     if _is_number(summary.get("estimated_speedup")):
-        cards.append(("estimated speedup", f"{summary['estimated_speedup']:.2f}x", ""))
+        of = summary.get("estimated_speedup_of")
+        label = "estimated speedup" + (f" ({of})" if of else "")
+        cards.append((label, f"{summary['estimated_speedup']:.2f}x", ""))
     if _is_number(summary.get("measured_speedup")):
         ci = summary.get("measured_speedup_ci")
         sub = f"95% CI {ci[0]:.2f}-{ci[1]:.2f}" if ci else ""
@@ -388,6 +408,7 @@ def render_html(results: Mapping) -> str:
         _findings_table(results.get("findings") or []),
         "<h2>What was padded</h2>",
         _changes_table(results.get("changes") or []),
+        _skipped_table(results.get("skipped") or []),
         "<h2>Accuracy</h2>",
         _accuracy_section(results.get("accuracy")),
     ]

@@ -154,7 +154,7 @@ def optimize_model(
                 "so 'fixed+fp16' is the original converted to FP16"
             )
             done("fix", t, "tclint.fix not available", status="skipped")
-        else:  # pragma: no cover - wired when tclint.fix lands
+        else:
             fixed_path, changes, fix_info = _run_fix(
                 fix, path, tmp / "fixed.onnx", options, inputs_npz
             )
@@ -248,11 +248,15 @@ def optimize_model(
 
         # 6. report --------------------------------------------------------------------------
         t = begin("report")
+        # Estimates compare like with like: plain FP16 vs fixed+FP16 (both carry the FP16
+        # boundary Casts), the same pair the measured speedup compares.
+        baseline = check_model(str(plain_path), options)
         after = check_model(str(opt_path), options)
         results = _results(
             path,
             out,
             before,
+            baseline,
             after,
             changes,
             fix_info,
@@ -284,8 +288,11 @@ def optimize_model(
     )
 
 
-def _run_fix(fix, path, out_path, options, inputs_npz):  # pragma: no cover - see report
-    raise NotImplementedError("tclint.fix is present: wire its fix_model signature here")
+def _run_fix(fix, path, out_path, options, inputs_npz) -> tuple[str, list[dict], dict]:
+    """Run ``tclint.fix.fix_model`` (verified on onnxruntime CPU before it writes)."""
+    report = fix.fix_model(path, out_path, options=options, inputs=inputs_npz)
+    changes = [dict(c.to_dict(), note=c.reason) for c in report.changes]
+    return str(out_path), changes, report.to_dict()
 
 
 def _verify(
@@ -365,6 +372,7 @@ def _results(
     path,
     out,
     before,
+    baseline,
     after,
     changes,
     fix_info,
@@ -379,7 +387,7 @@ def _results(
 ) -> dict:
     after_rows = {row.path: row for row in after.layers}
     layers = []
-    for row in before.layers:
+    for row in baseline.layers:
         a = after_rows.get(row.path)
         layer = {
             "name": row.path,
@@ -391,22 +399,19 @@ def _results(
             layer["measured_before_s"] = measured[0].get(row.path)
             layer["measured_after_s"] = measured[1].get(row.path)
         layers.append(layer)
-    est_before = before.summary.get("estimated_time_us") or 0.0
+    est_before = baseline.summary.get("estimated_time_us") or 0.0
     est_after = after.summary.get("estimated_time_us") or 0.0
     summary = {
         "estimated_time_before_s": est_before * 1e-6,
         "estimated_time_after_s": est_after * 1e-6,
         "estimated_speedup": est_before / est_after if est_after else None,
+        "estimated_speedup_of": f"fixed+{plain_conv.dtype} vs plain {plain_conv.dtype}",
         **summary_bench,
     }
-    remaining = {f.path for f in after.findings}
-    findings = []
-    for f in before.findings:
-        d = f.to_dict()
-        d["remaining_after"] = f.path in remaining and any(
-            g.code == f.code and g.path == f.path for g in after.findings
-        )
-        findings.append(d)
+    left = {(g.code, g.path) for g in after.findings}
+    findings = [
+        dict(f.to_dict(), remaining_after=(f.code, f.path) in left) for f in before.findings
+    ]
     return {
         "tclint": __version__,
         "title": f"tclint optimize: {Path(path).name}",
@@ -418,6 +423,7 @@ def _results(
         "findings": findings,
         "findings_after": [f.to_dict() for f in after.findings],
         "changes": changes,
+        "skipped": (fix_info or {}).get("skipped", []),
         "fix": fix_info,
         "conversion": {"plain": _conv_dict(plain_conv), "fixed": _conv_dict(opt_conv)},
         "accuracy": accuracy,

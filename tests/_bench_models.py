@@ -159,3 +159,21 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path) -> str:
     onnx.save(model, str(path))
     return str(path)
+
+
+def small_mlp(*, seed: int = 0, hidden: int = 256, ffn: int = 682) -> onnx.ModelProto:
+    """x[batch, hidden] -> MatMul(ffn) -> Relu -> MatMul(hidden): FFN 682 is not a multiple of 8,
+    and padding it (zero columns, then zero rows in the next GEMM) needs no inserted node."""
+    rng = np.random.default_rng(seed)
+    inits = {
+        "w1": (rng.standard_normal((hidden, ffn)) / np.sqrt(hidden)).astype(np.float32),
+        "w2": (rng.standard_normal((ffn, hidden)) / np.sqrt(ffn)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
+        helper.make_node("Relu", ["h"], ["a"], name="act"),
+        helper.make_node("MatMul", ["a", "w2"], ["y"], name="fc2"),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", hidden])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", hidden])
+    return _model(nodes, [x], [y], inits, "small_mlp")

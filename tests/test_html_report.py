@@ -345,3 +345,18 @@ def test_renders_in_a_headless_browser(tmp_path):
     assert before == pytest.approx(640, abs=3)
     assert after == pytest.approx(640 * 45 / 50, abs=3)
     assert (pixels < 100).all(axis=2).sum() > 2000  # text was drawn
+
+
+def test_skipped_layers_are_listed_once():
+    skipped = [
+        {"node": "conv1", "op": "Conv", "dims": {"C": 3, "K": 28}, "reason": "does not pay"},
+        {"node": "conv1", "op": "Conv", "dims": {"C": 3, "K": 28}, "reason": "does not pay"},
+        {"node": "fc", "op": "Gemm", "dims": {"N": 10}, "reason": "memory-bound"},
+    ]
+    parsed = _parse(render_html(_results(skipped=skipped)))
+    rows = parsed.tables["skipped"]
+    assert rows[1:] == [
+        ["conv1", "Conv", "C=3, K=28", "does not pay"],
+        ["fc", "Gemm", "N=10", "memory-bound"],
+    ]
+    assert "skipped" not in _parse(render_html(_results())).tables

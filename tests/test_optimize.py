@@ -26,6 +26,11 @@ def cnn(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def mlp(tmp_path_factory):
+    return bm.save(bm.small_mlp(), tmp_path_factory.mktemp("opt") / "mlp.onnx")
+
+
+@pytest.fixture(scope="module")
 def transformer(tmp_path_factory):
     return bm.save(bm.small_transformer(), tmp_path_factory.mktemp("opt") / "tr.onnx")
 
@@ -216,3 +221,33 @@ def test_measured_layers_in_the_chart(cnn, tmp_path):
     assert {float(b["data-value"]) for b in measured} == {
         layers[n][k] for n in layers for k in ("measured_before_s", "measured_after_s")
     }
+
+
+@pytest.mark.skipif(not HAS_FIX, reason="tclint.fix is not in this tree yet")
+def test_fix_step_pads_and_the_report_shows_it(mlp, tmp_path):
+    report = optimize_model(mlp, tmp_path / "out", options=CheckOptions(dims={"batch": 64}), **FAST)
+    data = _check_outputs(
+        tmp_path / "out", mlp, report.results, labels=["original fp32", "plain fp16", "fixed+fp16"]
+    )
+    (fix,) = [s for s in data["steps"] if s["name"] == "fix"]
+    assert fix["status"] == "done"
+    changed = {c["node"]: c for c in data["changes"]}
+    assert changed["fc1"]["before"]["N"] == 682 and changed["fc1"]["after"]["N"] % 8 == 0
+    assert (
+        changed["fc2"]["before"]["K"] == 682
+        and changed["fc2"]["after"]["K"] == changed["fc1"]["after"]["N"]
+    )
+    # the optimized model really carries the padded weights
+    opt = onnx.load(str(tmp_path / "out" / "model.opt.onnx"))
+    dims = {i.name: list(i.dims) for i in opt.graph.initializer}
+    assert any(d == [256, changed["fc1"]["after"]["N"]] for d in dims.values())
+    # fixed layers lose their alignment findings; the estimate sees the gain
+    assert not any(
+        f["remaining_after"]
+        for f in data["findings"]
+        if f["node"] in changed and f["code"] in {"TC101", "TC102"}
+    )
+    layers = {layer["name"]: layer for layer in data["layers"]}
+    assert layers["fc1"]["estimated_after_s"] < layers["fc1"]["estimated_before_s"]
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "N=682" in html and f"N={changed['fc1']['after']['N']}" in html

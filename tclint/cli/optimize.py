@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"  {step.name:8s} {step.status:8s} {step.seconds:7.2f} s  {step.detail}")
     if summary.get("estimated_speedup"):
         lines.append(
-            f"estimated speedup on {report.results['target']}: {summary['estimated_speedup']:.2f}x"
+            f"estimated speedup ({summary['estimated_speedup_of']}) on {report.results['target']}: "
+            f"{summary['estimated_speedup']:.2f}x"
         )
     if "measured_speedup" in summary:
         lo, hi = summary["measured_speedup_ci"]
