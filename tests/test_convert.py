@@ -389,6 +389,20 @@ def test_cli_convert_json_and_table(tmp_path, capsys):
     assert "flushes to zero" in capsys.readouterr().out
 
 
+def test_cli_reads_tool_tclint_convert_config(tmp_path, capsys):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.tclint.convert]\nblock-ops = ["Gemm"]\nprovider = "tensorrt"\n')
+    src = tmp_path / "m.onnx"
+    onnx.save(M.resnet(blocks=(1,), width=8, image=16, classes=4), str(src))
+    assert main(["convert", str(src), "-o", str(tmp_path / "o.onnx"), "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["provider"] == "tensorrt"
+    assert [k["reason"] for k in data["kept"]] == ["blocked by --block-op"]
+    (tmp_path / "pyproject.toml").write_text('[tool.tclint.convert]\nblock_op = ["Gemm"]\n')
+    assert main(["convert", str(src), "-o", str(tmp_path / "o.onnx")]) == 2
+    assert "unknown [tool.tclint.convert] key" in capsys.readouterr().err
+
+
 def test_cli_bad_input_exits_2(tmp_path, capsys):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
