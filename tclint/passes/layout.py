@@ -164,6 +164,12 @@ def _perm_shape(shape: ir.Shape | None, perm: Sequence[int]) -> ir.Shape | None:
     return ir.Shape([dims[p] for p in perm])
 
 
+def _value(name: str, like: ir.Value, shape: ir.Shape | None) -> ir.Value:
+    """A new value with ``like``'s type when its shape is known (a typed value without a shape
+    trips onnxruntime's symbolic shape inference on conv outputs)."""
+    return ir.Value(name=name, type=like.type if shape is not None else None, shape=shape)
+
+
 def _rank(value: ir.Value) -> int | None:
     if value.shape is not None:
         return len(value.shape)
@@ -323,7 +329,7 @@ class _Rewriter:
     def _nhwc_value(self, like: ir.Value) -> ir.Value:
         """A new channels-last value mirroring the NCHW value ``like`` (dtype, permuted shape)."""
         shape = _perm_shape(like.shape, NCHW_TO_NHWC) if like.type is not None else None
-        return ir.Value(name=self._name(f"{like.name or 'value'}_nhwc"), type=like.type, shape=shape)
+        return _value(self._name(f"{like.name or 'value'}_nhwc"), like, shape)
 
     def _initializer(self, tensor: ir.TensorProtocol, hint: str) -> ir.Value:
         name = self._name(hint)
@@ -430,6 +436,16 @@ class _Rewriter:
     def run(self) -> LayoutChange:
         graph = self.graph
         graph.sort()
+        if any(n.op_type == "Conv" and n.outputs[0].shape is None for n in graph):
+            # shapes let every new value carry its NHWC shape (the view and onnxruntime's
+            # symbolic inference of NhwcConv need them); structure only, weights are not read
+            from tclint.errors import TclintError
+            from tclint.load import resolve_shapes
+
+            try:
+                resolve_shapes(self.model)
+            except TclintError as exc:
+                logger.info("shape inference before the NHWC rewrite failed: %s", exc)
         transposes_before = {n for n in graph if n.op_type == "Transpose" and n.domain == ""}
         if self.nhwc_inputs:
             for x in graph.inputs:
@@ -597,8 +613,7 @@ class _Rewriter:
         np_dtype = params[0].numpy().dtype
         s_v = self._initializer(ir.tensor(s.astype(np_dtype)), f"{node.name or 'bn'}_scale_nhwc")
         t_v = self._initializer(ir.tensor(t.astype(np_dtype)), f"{node.name or 'bn'}_shift_nhwc")
-        mid = ir.Value(name=self._name(f"{y.name or 'bn'}_scaled_nhwc"), type=y.type,
-                       shape=_perm_shape(y.shape, NCHW_TO_NHWC))
+        mid = _value(self._name(f"{y.name or 'bn'}_scaled_nhwc"), y, _perm_shape(y.shape, NCHW_TO_NHWC))
         self._add(ir.Node("", "Mul", [self.nhwc[x], s_v], outputs=[mid],
                           name=self._name(f"{node.name}_mul_nhwc" if node.name else "")))
         y_new = self._nhwc_value(y)
@@ -644,9 +659,9 @@ class _Rewriter:
             if name in node.attributes:
                 attrs.append(node.attributes[name])
         y = node.outputs[0]
-        x5 = ir.Value(name=self._name(f"{x.name or 'x'}_nhwc5d"), type=x.type)
+        x5 = ir.Value(name=self._name(f"{x.name or 'x'}_nhwc5d"))
         self._add(self._unsqueeze_node(self.nhwc[x], x5))
-        y5 = ir.Value(name=self._name(f"{y.name or 'y'}_nhwc5d"), type=y.type)
+        y5 = ir.Value(name=self._name(f"{y.name or 'y'}_nhwc5d"))
         self._add(ir.Node("", node.op_type, [x5], attributes=attrs, outputs=[y5],
                           name=self._name(f"{node.name}_nhwc" if node.name else "")))
         y_new = self._nhwc_value(y)
@@ -835,8 +850,7 @@ def expand_nhwc_conv(model: ir.Model) -> ir.Model:
         x, w = node.inputs[0], node.inputs[1]
         y = node.outputs[0]
         new_nodes: list[ir.Node] = []
-        x_nchw = ir.Value(name=fresh(f"{x.name}_nchw"), type=x.type,
-                          shape=_perm_shape(x.shape, NHWC_TO_NCHW))
+        x_nchw = _value(fresh(f"{x.name}_nchw"), x, _perm_shape(x.shape, NHWC_TO_NCHW))
         new_nodes.append(ir.Node("", "Transpose", [x], attributes=[ir.AttrInt64s("perm", list(NHWC_TO_NCHW))],
                                  outputs=[x_nchw], name=fresh(f"{node.name}_in_nchw")))
         if w in weights:
@@ -855,7 +869,7 @@ def expand_nhwc_conv(model: ir.Model) -> ir.Model:
             new_nodes.append(ir.Node("", "Transpose", [w], attributes=[ir.AttrInt64s("perm", list(NHWC_TO_NCHW))],
                                      outputs=[w_oihw], name=fresh(f"{node.name}_w_oihw")))
             weights[w] = w_oihw
-        y_nchw = ir.Value(name=fresh(f"{y.name}_nchw"), type=y.type, shape=_perm_shape(y.shape, NHWC_TO_NCHW))
+        y_nchw = _value(fresh(f"{y.name}_nchw"), y, _perm_shape(y.shape, NHWC_TO_NCHW))
         new_nodes.append(ir.Node("", "Conv", [x_nchw, w_oihw, *node.inputs[2:]],
                                  attributes=list(node.attributes.values()), outputs=[y_nchw],
                                  name=fresh(f"{node.name}_conv")))
