@@ -767,8 +767,13 @@ class _Rewriter:
                 out = node.outputs[0]
                 origin = first.inputs[0]
                 if out.is_graph_output():
-                    continue  # would need an Identity to keep the output's name
-                out.replace_all_uses_with(origin)
+                    if origin.is_graph_input() or origin.is_graph_output() or origin.producer() is None:
+                        continue  # would need an Identity to keep the output's name
+                    name = out.name
+                    out.name = self._name(f"{name}_replaced")
+                    origin.name = name
+                    origin.shape, origin.type = out.shape, out.type
+                out.replace_all_uses_with(origin, replace_graph_outputs=True)
                 graph.remove(node, safe=True)
                 removed_original += node in original
                 if not first.outputs[0].uses() and not first.outputs[0].is_graph_output():
