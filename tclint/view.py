@@ -489,7 +489,9 @@ class _Builder:
         else:
             k = _int(sw[0])
             c = _int(sw[1]) * groups if isinstance(sw[1], int) else None
-        if layout == "NHWC" and not transpose:  # com.microsoft.NhwcConv: W is [K, kH, kW, C/g]
+        ks = _attr_ints(node, "kernel_shape")
+        if layout == "NHWC" and not transpose and (ks is None or list(sw[1:-1]) == ks):
+            # com.microsoft.NhwcConv: onnxruntime's kernel reads W as [K, kH, kW, C/g]
             kernel = tuple(d if isinstance(d, int) else 0 for d in sw[1:-1])
             c = _int(sw[-1]) * groups if isinstance(sw[-1], int) else None
         if sx is not None and len(sx) == len(sw):
