@@ -867,6 +867,8 @@ def expand_nhwc_conv(model: ir.Model) -> ir.Model:
             tensor = _lazy(lambda t=t: np.ascontiguousarray(t.numpy().transpose(NHWC_TO_NCHW)), t.dtype, shape, name)
             w_oihw = ir.Value(name=name, type=ir.TensorType(t.dtype), shape=ir.Shape(shape), const_value=tensor)
             graph.register_initializer(w_oihw)
+            if out.ir_version is not None and out.ir_version < 4:
+                graph.inputs.append(w_oihw)  # IR < 4 lists every initializer as an input
             weights[w] = w_oihw
         else:
             w_oihw = ir.Value(name=fresh(f"{w.name}_oihw"), type=w.type,
@@ -888,7 +890,13 @@ def expand_nhwc_conv(model: ir.Model) -> ir.Model:
             y_new.name = name
         y.replace_all_uses_with(y_new, replace_graph_outputs=True)
         graph.remove(node, safe=True)
+    fixed_inputs = out.ir_version is not None and out.ir_version < 4
     for w in weights:
-        if w.is_initializer() and not w.uses() and not w.is_graph_output() and not w.is_graph_input():
-            graph.initializers.pop(w.name, None)
+        if not w.is_initializer() or w.uses() or w.is_graph_output():
+            continue
+        if w.is_graph_input():
+            if not fixed_inputs:
+                continue
+            graph.inputs.remove(w)
+        graph.initializers.pop(w.name, None)
     return out
