@@ -412,6 +412,25 @@ def load_npz_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise InputError(f"cannot read inputs {path}: {' '.join(str(exc).split())}") from None
 
 
+def _npz_feeds(session: ort.InferenceSession, path) -> tuple[dict[str, np.ndarray], str]:
+    """Arrays by input name. Like ``tclint convert --inputs``, an extra leading axis on every
+    array holds several samples: bench uses the first."""
+    arrays = load_npz_inputs(path)
+    specs = {i.name: i for i in session.get_inputs()}
+    missing = sorted(set(specs) - set(arrays))
+    extra = sorted(set(arrays) - set(specs))
+    if missing or extra:
+        raise InputError(f"{path}: missing inputs {missing or '-'}, unknown arrays {extra or '-'}")
+    stacked = {k: arrays[k].ndim == len(specs[k].shape) + 1 for k in specs}
+    if specs and all(stacked.values()):
+        count = arrays[next(iter(specs))].shape[0]
+        return {k: a[0] for k, a in arrays.items()}, f"npz (sample 1 of {count})"
+    wrong = sorted(k for k in specs if arrays[k].ndim != len(specs[k].shape))
+    if wrong:
+        raise InputError(f"{path}: arrays {', '.join(wrong)} do not have their input's rank")
+    return arrays, "npz"
+
+
 def _feeds_for(session: ort.InferenceSession, base: Mapping[str, np.ndarray], path: str) -> dict:
     """The reference inputs, cast to what this model expects (an FP16-IO model gets FP16)."""
     feeds = {}
@@ -643,15 +662,7 @@ def bench_models(
         )
         if base_feeds is None:
             if inputs_npz is not None:
-                base_feeds = load_npz_inputs(inputs_npz)
-                names = {i.name for i in session.get_inputs()}
-                missing = sorted(names - set(base_feeds))
-                extra = sorted(set(base_feeds) - names)
-                if missing or extra:
-                    raise InputError(
-                        f"{inputs_npz}: missing inputs {missing or '-'}, unknown arrays {extra or '-'}"
-                    )
-                source = "npz"
+                base_feeds, source = _npz_feeds(session, inputs_npz)
             else:
                 base_feeds = make_inputs(
                     session, structure, dims=dims, input_shapes=input_shapes, batch=batch, seed=seed
@@ -670,7 +681,7 @@ def bench_models(
                 f"{spec.path}: onnxruntime failed to run it: {' '.join(str(exc).split())[:300]}"
             ) from None
         after = memory.used() if memory else None
-        peaks.append(after - before if before is not None and after is not None else None)
+        peaks.append(max(0, after - before) if before is not None and after is not None else None)
         sessions.append(session)
         runners.append(runner)
 
@@ -681,15 +692,22 @@ def bench_models(
     samples: list[list[float]] = [[] for _ in runners]
     clock = time.perf_counter
     n = len(runners)
-    for r in range(runs):
-        # A/B/A/B, with the order rotated every round so no model always follows the same one.
-        for j in range(n):
-            i = (r + j) % n
-            t0 = clock()
-            runners[i].run()
-            samples[i].append(clock() - t0)
-
-    outputs = [r.outputs() for r in runners]
+    i = 0
+    try:
+        for r in range(runs):
+            # A/B/A/B, with the order rotated every round so no model always follows the same one.
+            for j in range(n):
+                i = (r + j) % n
+                t0 = clock()
+                runners[i].run()
+                samples[i].append(clock() - t0)
+        outputs = []
+        for i, runner in enumerate(runners):
+            outputs.append(runner.outputs())
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's runtime errors
+        raise InputError(
+            f"{specs[i].path}: onnxruntime failed to run it: {' '.join(str(exc).split())[:300]}"
+        ) from None
     precisions = [model_precision(s) for s in structures]
     results = []
     for i, spec in enumerate(specs):

@@ -119,6 +119,17 @@ def test_npz_inputs_are_used(models, tmp_path):
     report = bench_models([models["cnn"]], inputs_npz=tmp_path / "in.npz", **FAST)
     assert report.inputs[0].source == "npz" and report.inputs[0].shape == (2, 3, 32, 32)
     assert report.batch == 2  # from the leading dim when --batch is not given
+    np.savez(
+        tmp_path / "stacked.npz", image=np.stack([x, 2 * x, 3 * x])
+    )  # convert's samples format
+    stacked = bench_models([models["cnn"]], inputs_npz=tmp_path / "stacked.npz", **FAST)
+    assert (
+        stacked.inputs[0].shape == (2, 3, 32, 32)
+        and stacked.inputs[0].source == "npz (sample 1 of 3)"
+    )
+    np.savez(tmp_path / "rank.npz", image=x[0])
+    with pytest.raises(InputError, match="rank"):
+        bench_models([models["cnn"]], inputs_npz=tmp_path / "rank.npz", **FAST)
     np.savez(tmp_path / "bad.npz", wrong=x)
     with pytest.raises(InputError, match="missing inputs"):
         bench_models([models["cnn"]], inputs_npz=tmp_path / "bad.npz", **FAST)
@@ -185,6 +196,10 @@ def test_cuda_requested_without_gpu_is_a_usage_error():
     assert resolve_provider(None)[0] == "cpu"
     with pytest.raises(UsageError, match="CUDA session"):
         resolve_provider("cuda")
+    with pytest.raises(UsageError, match="TensorRT session"):
+        resolve_provider("tensorrt")
+    with pytest.raises(UsageError, match="unknown provider"):
+        resolve_provider("rocm")
     assert main(["bench", "x.onnx", "--provider", "cuda"]) == 2
 
 
@@ -343,3 +358,24 @@ def test_profile_layers_names_every_node(models):
     assert sorted(times) == sorted(nodes)  # optimizations off: nothing fused away or renamed
     assert all(t > 0 for t in times.values())
     assert max(times, key=times.get) in {"conv1", "conv2"}  # the convs dominate this CNN
+
+
+def test_runtime_failure_is_one_line(tmp_path, capsys):
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "bad_reshape",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5])],
+        [numpy_helper.from_array(np.array([3, 5], np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = bm.save(model, tmp_path / "bad.onnx")
+    for warmup in (0, 2):
+        with pytest.raises(InputError, match="failed to run"):
+            bench_models([path], dims={"batch": 2}, warmup=warmup, runs=2)
+    assert main(["bench", path, "--dim", "batch=2", "--warmup", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tclint: error:") and err.count("\n") == 1
