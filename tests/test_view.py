@@ -166,7 +166,7 @@ def test_com_microsoft_ops(tmp_path):
     nodes = [
         helper.make_node("FusedMatMul", ["a", "wb"], ["y1"], domain=ms, transB=1, name="fmm"),
         helper.make_node("FusedConv", ["x", "wc"], ["y2"], domain=ms, kernel_shape=[3, 3], pads=[1] * 4, activation="Relu", name="fconv"),
-        helper.make_node("NhwcConv", ["xh", "wc"], ["y3"], domain=ms, kernel_shape=[3, 3], pads=[1] * 4, name="nhwc"),
+        helper.make_node("NhwcConv", ["xh", "wh"], ["y3"], domain=ms, kernel_shape=[3, 3], pads=[1] * 4, name="nhwc"),
         helper.make_node("Attention", ["h", "wqkv", "bqkv"], ["y4"], domain=ms, num_heads=12, name="attn"),
         helper.make_node("MultiHeadAttention", ["q", "k", "v"], ["y5"], domain=ms, num_heads=8, name="mha"),
         helper.make_node("GroupQueryAttention", ["q", "kg", "vg", "", "", "sl", "ts"], ["y6", "pk", "pv"], domain=ms, num_heads=8, kv_num_heads=2, name="gqa"),
@@ -177,7 +177,7 @@ def test_com_microsoft_ops(tmp_path):
                vi("q", [2, 64, 512]), vi("k", [2, 64, 512]), vi("v", [2, 64, 512]),
                vi("kg", [2, 64, 128]), vi("vg", [2, 64, 128]), vi("sl", [2], TensorProto.INT32), vi("ts", [], TensorProto.INT32)],
               [vi(f"y{i}", None) for i in range(1, 8)],
-              [init("wb", (48, 64)), init("wc", (40, 20, 3, 3)), init("wqkv", (768, 2304)), init("bqkv", (2304,)),
+              [init("wb", (48, 64)), init("wc", (40, 20, 3, 3)), init("wh", (40, 3, 3, 20)), init("wqkv", (768, 2304)), init("bqkv", (2304,)),
                init("qw", (2730, 24, 16), np.uint8), init("qs", (2730 * 24,))], ms=True)
     view = _layers(m, tmp_path)
     got = {(layer.name, layer.part): (layer.m, layer.n, layer.k, layer.batch) for layer in view.layers}
