@@ -133,6 +133,13 @@ def optimize_model(
             progress(len(steps) + 1, total, name)
         return time.perf_counter()
 
+    def sub(label: str) -> Callable[[str], None] | None:
+        """Progress of a long step's own stages, shown under the step's number."""
+        if progress is None:
+            return None
+        index = len(steps) + 1
+        return lambda text: progress(index, total, f"convert ({label}): {text}")
+
     def done(name: str, started: float, detail: str = "", status: str = "done") -> None:
         steps.append(Step(name, status, time.perf_counter() - started, detail))
         logger.info("%s: %s %s", name, status, detail)
@@ -172,6 +179,7 @@ def optimize_model(
             inputs=inputs_npz,
             rtol=rtol,
             atol=atol,
+            progress=sub("plain"),
         )
         opt_conv = convert_model(
             fixed_path,
@@ -181,6 +189,7 @@ def optimize_model(
             inputs=inputs_npz,
             rtol=rtol,
             atol=atol,
+            progress=sub("fixed"),
         )
         done(
             "convert", t, f"{opt_conv.nodes_low_precision}/{opt_conv.nodes_total} nodes in {dtype}"
