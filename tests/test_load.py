@@ -132,3 +132,23 @@ def test_old_opset_initializers_listed_as_inputs(tmp_path):
     loaded = load_model(save(tmp_path, m))
     value = next(v for v in loaded.graph.inputs if v.name == "w")
     assert value.const_value is not None
+
+
+def test_symbolic_inference_takes_over_where_onnx_stops(tmp_path):
+    """ONNX shape inference does not know com.microsoft ops; onnxruntime's symbolic inference
+    gives the MatMul after a com.microsoft.Attention its M, so the layer is fully resolved."""
+    nodes = [
+        helper.make_node("Attention", ["x", "w1", "b1"], ["h"], domain="com.microsoft", num_heads=2),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="after"),
+    ]
+    m = model(nodes, [vi("x", ["batch", 32, 128])], [vi("y", None)],
+              [init("w1", (128, 384)), init("b1", (384,)), init("w2", (128, 40))], ms=True)
+    loaded = load_model(save(tmp_path, m))
+    res = resolve_shapes(loaded, dims={"batch": 4})
+    assert res.symbolic_inference
+    h = next(v for n in loaded.graph for v in n.outputs if v.name == "h")
+    assert list(h.shape) == [4, 32, 128]
+    no_ort = load_model(save(tmp_path, m, "again.onnx"))
+    resolve_shapes(no_ort, dims={"batch": 4}, symbolic=False)
+    h2 = next(v for n in no_ort.graph for v in n.outputs if v.name == "h")
+    assert h2.shape is None or not all(isinstance(d, int) for d in h2.shape)
