@@ -138,12 +138,13 @@ def layer_chart_svg(layers: Sequence[Mapping], *, max_layers: int = MAX_LAYERS) 
 
 
 def bench_chart_svg(bench: Mapping) -> str:
-    """Median latency per benched model, with a p90 whisker."""
+    """Median latency per benched model, with a p90 whisker (clipped at the chart's edge: on a
+    busy machine one slow run must not shrink every bar to nothing)."""
     models = bench.get("models") or []
     if not models:
         return '<p class="empty">Not measured.</p>'
     label_w, bar_w, bar_h, gap = 260, 600, 22, 10
-    vmax = max(max(m["latency"]["median_s"], m["latency"].get("p90_s", 0)) for m in models) or 1.0
+    vmax = max(m["latency"]["median_s"] for m in models) / 0.8 or 1.0
     height = 10 + (bar_h + gap) * len(models)
     width = label_w + bar_w + 120
     parts = [
@@ -165,12 +166,12 @@ def bench_chart_svg(bench: Mapping) -> str:
             f"<title>{_e(label)}: median {format_seconds(med)}</title></rect>"
         )
         if _is_number(p90):
-            x = label_w + bar_w * p90 / vmax
+            x = label_w + min(bar_w * p90 / vmax, bar_w + 8)
             parts.append(
                 f'<line class="whisker" x1="{x:.2f}" x2="{x:.2f}" y1="{y + 3}" y2="{y + bar_h - 3}" '
                 f'stroke="#222" stroke-width="2"><title>p90 {format_seconds(p90)}</title></line>'
             )
-        end = max(w, bar_w * p90 / vmax if _is_number(p90) else 0.0)
+        end = max(w, min(bar_w * p90 / vmax, bar_w + 8) if _is_number(p90) else 0.0)
         parts.append(
             f'<text x="{label_w + end + 6:.2f}" y="{y + bar_h / 2 + 4}">{format_seconds(med)}</text>'
         )

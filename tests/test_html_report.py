@@ -360,3 +360,15 @@ def test_skipped_layers_are_listed_once():
         ["fc", "Gemm", "N=10", "memory-bound"],
     ]
     assert "skipped" not in _parse(render_html(_results())).tables
+
+
+def test_outlier_p90_does_not_flatten_the_latency_bars():
+    results = _results()
+    results["bench"]["models"][0]["latency"]["p90_s"] = 1.0  # one very slow tail, 1000x the median
+    parsed = _parse(render_html(results))
+    bars = [a for t, a in parsed.tags if t == "rect" and a.get("data-series") == "median_s"]
+    whiskers = [a for t, a in parsed.tags if t == "line" and a.get("class") == "whisker"]
+    assert float(bars[0]["width"]) == pytest.approx(
+        600 * 0.8
+    )  # the slowest median keeps 80% of the chart
+    assert max(float(w["x1"]) for w in whiskers) <= float(bars[0]["x"]) + 600 + 8
