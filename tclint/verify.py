@@ -1,0 +1,319 @@
+"""Checking that a rewritten model computes what the original computed.
+
+``verify(original, rewritten)``:
+
+1. the ONNX checker accepts the rewritten model;
+2. graph inputs and outputs keep their names, element types and shapes (symbolic dims by name);
+3. onnxruntime (CPU provider) gives the same outputs on random inputs (two seeds) and on the
+   user's inputs (``.npz``), within ``atol + rtol * max|reference|`` per output.
+
+``com.microsoft.NhwcConv`` has no CPU kernel: a model containing it is checked through an
+equivalent graph where each NhwcConv becomes Transpose-Conv-Transpose
+(:func:`tclint.passes.layout.expand_nhwc_conv`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+
+from tclint.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: Above this many weight bytes a model goes to onnxruntime through a temporary file.
+_IN_MEMORY_LIMIT = 1 << 30
+
+Feeds = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class OutputDiff:
+    name: str
+    max_abs: float
+    max_rel: float  # max |a - b| / max |reference|
+    ok: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "max_abs": self.max_abs, "max_rel": self.max_rel, "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checker: bool
+    signature: bool
+    outputs: tuple[OutputDiff, ...]
+    samples: int
+    rtol: float
+    atol: float
+    message: str  # one line: "ok" or what failed
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "checker": self.checker, "signature": self.signature,
+                "samples": self.samples, "rtol": self.rtol, "atol": self.atol,
+                "message": self.message, "seconds": round(self.seconds, 3),
+                "outputs": [o.to_dict() for o in self.outputs]}
+
+
+def verify(
+    original: str | os.PathLike | ir.Model,
+    rewritten: ir.Model,
+    *,
+    inputs: str | os.PathLike | Sequence[Feeds] | None = None,
+    dims: Mapping[str, int] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    random_samples: int = 2,
+) -> VerifyResult:
+    """Compare ``rewritten`` with ``original`` (a path, never modified, or an ``ir.Model``).
+
+    Random inputs bind symbolic dims from ``dims`` (others become 1) and whole shapes from
+    ``input_shapes``. Raises :class:`InputError` for unreadable ``inputs``.
+    """
+    start = time.perf_counter()
+    result = dict(checker=False, signature=False, outputs=(), samples=0, rtol=rtol, atol=atol)
+
+    def done(ok: bool, message: str, **kw) -> VerifyResult:
+        result.update(kw)
+        return VerifyResult(ok=ok, message=message, seconds=time.perf_counter() - start, **result)
+
+    with tempfile.TemporaryDirectory(prefix="tclint-verify-") as tmp:
+        new_proto, new_src = _proto_and_source(rewritten, Path(tmp) / "rewritten.onnx")
+        orig_model = original if isinstance(original, ir.Model) else None
+        if orig_model is None:
+            orig_proto = onnx.load(str(original), load_external_data=False)
+            orig_src = str(original)
+        else:
+            orig_proto, orig_src = _proto_and_source(orig_model, Path(tmp) / "original.onnx")
+        problem = _checker_problem(new_src if isinstance(new_src, str) else new_proto)
+        if problem and not _checker_problem(orig_src if isinstance(orig_src, str) else orig_proto):
+            return done(False, f"ONNX checker: {problem}")
+        if problem:
+            logger.info("the original model fails the ONNX checker too: %s", problem)
+        result["checker"] = not problem
+        problem = _signature_problem(orig_proto.graph, new_proto.graph)
+        if problem:
+            return done(False, problem)
+        result["signature"] = True
+
+        if _has_nhwc_conv(new_proto):
+            new_proto, new_src = _expand_nhwc(rewritten, Path(tmp) / "expanded.onnx")
+
+        feeds = _feeds(orig_proto.graph, inputs, dims or {}, input_shapes or {}, random_samples)
+        try:
+            ref_sess = _session(orig_src)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"the original model does not run in onnxruntime: {_first_line(exc)}") from None
+        try:
+            new_sess = _session(new_src)
+        except Exception as exc:  # noqa: BLE001
+            return done(False, f"the rewritten model does not load in onnxruntime: {_first_line(exc)}")
+        names = [o.name for o in ref_sess.get_outputs()]
+        worst: dict[str, list[float]] = {n: [0.0, 0.0, 0.0] for n in names}  # abs, scale, ok
+        ok_all = True
+        for feed in feeds:
+            try:
+                ref = ref_sess.run(None, _only(ref_sess, feed))
+            except Exception as exc:  # noqa: BLE001
+                raise InputError(f"the original model fails on the inputs: {_first_line(exc)}") from None
+            try:
+                got = new_sess.run(names, _only(new_sess, feed))
+            except Exception as exc:  # noqa: BLE001
+                return done(False, f"the rewritten model fails in onnxruntime: {_first_line(exc)}")
+            for name, r, g in zip(names, ref, got):
+                r, g = np.asarray(r), np.asarray(g)
+                if r.shape != g.shape:
+                    return done(False, f"output {name!r}: shape {list(g.shape)} != {list(r.shape)}")
+                if r.dtype.kind not in "fc":
+                    if not np.array_equal(r, g):
+                        worst[name][2] = 1.0
+                        worst[name][0] = max(worst[name][0], float("inf"))
+                        ok_all = False
+                    continue
+                r64, g64 = r.astype(np.float64), g.astype(np.float64)
+                finite_ref = np.isfinite(r64)
+                if not np.array_equal(finite_ref, np.isfinite(g64)) or not np.array_equal(
+                        r64[~finite_ref], g64[~finite_ref], equal_nan=True):
+                    diff = float("inf")
+                else:
+                    diff = float(np.max(np.abs(r64[finite_ref] - g64[finite_ref]))) if finite_ref.any() else 0.0
+                scale = float(np.max(np.abs(r64[finite_ref]))) if finite_ref.any() else 0.0
+                w = worst[name]
+                w[0] = max(w[0], diff)
+                w[1] = max(w[1], scale)
+                if not diff <= atol + rtol * scale:
+                    w[2] = 1.0
+                    ok_all = False
+        diffs = tuple(OutputDiff(n, w[0], w[0] / w[1] if w[1] else w[0], not w[2])
+                      for n, w in worst.items())
+        result["samples"] = len(feeds)
+        if ok_all:
+            return done(True, f"ok: {len(names)} outputs equal on {len(feeds)} inputs "
+                              f"(max rel {max((d.max_rel for d in diffs), default=0):.2g})",
+                        outputs=diffs)
+        bad = max((d for d in diffs if not d.ok), key=lambda d: d.max_rel)
+        return done(False, f"output {bad.name!r} differs: max abs {bad.max_abs:.3g}, max rel "
+                           f"{bad.max_rel:.3g} (rtol {rtol:g}, atol {atol:g})", outputs=diffs)
+
+
+# --------------------------------------------------------------------------------------------
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
+def _checker_problem(model) -> str:
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - the checker raises several types
+        return _first_line(exc)
+    return ""
+
+
+def _weight_bytes(model: ir.Model) -> int:
+    return sum(v.const_value.nbytes for v in model.graph.initializers.values()
+               if v.const_value is not None)
+
+
+def _proto_and_source(model: ir.Model, path: Path) -> tuple[onnx.ModelProto, str | bytes]:
+    """The model as a proto (for the checker and signature) and what onnxruntime should load."""
+    if _weight_bytes(model) > _IN_MEMORY_LIMIT:
+        ir.save(model, path, external_data=path.name + ".data")
+        return onnx.load(str(path), load_external_data=False), str(path)
+    proto = ir.serde.serialize_model(model)
+    return proto, proto.SerializeToString()
+
+
+def _has_nhwc_conv(proto: onnx.ModelProto) -> bool:
+    return any(n.op_type == "NhwcConv" and n.domain == "com.microsoft" for n in proto.graph.node)
+
+
+def _expand_nhwc(model: ir.Model, path: Path) -> tuple[onnx.ModelProto, str | bytes]:
+    try:
+        from tclint.passes.layout import expand_nhwc_conv
+    except ImportError:
+        raise InputError("the model contains com.microsoft.NhwcConv (no CPU kernel) and "
+                         "tclint.passes.layout is not available to expand it") from None
+    copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    expanded = expand_nhwc_conv(copy)
+    return _proto_and_source(expanded, path)
+
+
+def _type_key(vi: onnx.ValueInfoProto):
+    t = vi.type.tensor_type
+    dims = None
+    if t.HasField("shape"):
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
+                     for d in t.shape.dim)
+    return t.elem_type, dims
+
+
+def _signature_problem(orig: onnx.GraphProto, new: onnx.GraphProto) -> str:
+    inits = {i.name for i in orig.initializer}
+    new_inits = {i.name for i in new.initializer}
+    a = [(v.name, _type_key(v)) for v in orig.input if v.name not in inits]
+    b = [(v.name, _type_key(v)) for v in new.input if v.name not in new_inits]
+    if [n for n, _ in a] != [n for n, _ in b]:
+        return f"graph inputs changed: {[n for n, _ in a]} -> {[n for n, _ in b]}"
+    for (name, ta), (_, tb) in zip(a, b):
+        if ta != tb:
+            return f"graph input {name!r} changed type/shape: {ta} -> {tb}"
+    oa = [(v.name, _type_key(v)) for v in orig.output]
+    ob = [(v.name, _type_key(v)) for v in new.output]
+    if [n for n, _ in oa] != [n for n, _ in ob]:
+        return f"graph outputs changed: {[n for n, _ in oa]} -> {[n for n, _ in ob]}"
+    for (name, ta), (_, tb) in zip(oa, ob):
+        if ta[0] != tb[0] or (ta[1] is not None and tb[1] is not None and ta[1] != tb[1]):
+            return f"graph output {name!r} changed type/shape: {ta} -> {tb}"
+    return ""
+
+
+_NP = {onnx.TensorProto.FLOAT: np.float32, onnx.TensorProto.DOUBLE: np.float64,
+       onnx.TensorProto.FLOAT16: np.float16, onnx.TensorProto.INT64: np.int64,
+       onnx.TensorProto.INT32: np.int32, onnx.TensorProto.INT8: np.int8,
+       onnx.TensorProto.UINT8: np.uint8, onnx.TensorProto.BOOL: np.bool_}
+
+
+def _feeds(graph: onnx.GraphProto, inputs, dims: Mapping[str, int],
+           input_shapes: Mapping[str, Sequence[int]], samples: int) -> list[Feeds]:
+    inits = {i.name for i in graph.initializer}
+    real = [v for v in graph.input if v.name not in inits]
+    feeds: list[Feeds] = []
+    for seed in range(samples):
+        rng = np.random.default_rng(seed)
+        feed = {}
+        for v in real:
+            elem, shape = _type_key(v)
+            if v.name in input_shapes:
+                shape = tuple(input_shapes[v.name])
+            shape = tuple(d if isinstance(d, int) and d > 0 else int(dims.get(d, 1)) for d in (shape or ()))
+            dtype = _NP.get(elem)
+            if dtype is None:
+                raise InputError(f"cannot make random data for input {v.name!r} "
+                                 f"(type {onnx.TensorProto.DataType.Name(elem)}); pass --inputs")
+            if np.issubdtype(dtype, np.floating):
+                feed[v.name] = rng.standard_normal(shape).astype(dtype)
+            elif dtype == np.bool_:
+                feed[v.name] = rng.integers(0, 2, shape).astype(bool)
+            else:
+                feed[v.name] = rng.integers(0, 2, shape).astype(dtype)
+        feeds.append(feed)
+    if inputs is not None:
+        feeds.extend(_user_feeds(real, inputs))
+    return feeds
+
+
+def _user_feeds(real: list[onnx.ValueInfoProto], inputs) -> list[Feeds]:
+    if not isinstance(inputs, (str, os.PathLike)):
+        return [dict(f) for f in inputs]
+    try:
+        with np.load(inputs, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read inputs {inputs}: {_first_line(exc)}") from None
+    names = {v.name for v in real}
+    unknown, missing = sorted(set(arrays) - names), sorted(names - set(arrays))
+    if unknown or missing:
+        raise InputError(f"{inputs}: arrays must match the graph inputs; unknown: "
+                         f"{unknown or '-'}, missing: {missing or '-'}")
+    out: list[Feeds] = []
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in real}
+    counts = {arrays[n].shape[0] if arrays[n].ndim == ranks[n] + 1 else None for n in names}
+    if len(counts) != 1:
+        raise InputError(f"{inputs}: inputs disagree on the number of samples")
+    n = counts.pop()
+    types = {v.name: _NP.get(v.type.tensor_type.elem_type) for v in real}
+
+    def cast(name, a):
+        return np.asarray(a, dtype=types[name]) if types[name] is not None else a
+
+    if n is None:
+        return [{k: cast(k, a) for k, a in arrays.items()}]
+    for i in range(n):
+        out.append({k: cast(k, a[i]) for k, a in arrays.items()})
+    return out
+
+
+def _session(source: str | bytes):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def _only(session, feed: Feeds) -> Feeds:
+    names = {i.name for i in session.get_inputs()}
+    return {k: v for k, v in feed.items() if k in names}
