@@ -156,7 +156,11 @@ def layer_cost(layer: Layer, target: Target, *, assume_dim: int = 1) -> LayerCos
         return LayerCost(t, t, 0.0, memory_s, 0.0, 0.0, None, 1.0, "cuda-cores", assumed)
 
     dims = checked_dims(layer)
-    factor = alignment_factor(dims, layer.precision, target)
+    factor_dims = dims
+    if conv is not None and conv.first_layer and conv.groups == 1 and conv.c_per_group == 4:
+        # a 4-channel first layer runs the special C=4 NHWC kernels (what TC204 asks for)
+        factor_dims = {k: v for k, v in dims.items() if k != "C"}
+    factor = alignment_factor(factor_dims, layer.precision, target)
     fixed_dims = aligned_dims(dims, layer.precision, target)
     if conv is not None and conv.first_layer and (conv.c_per_group or 0) < 4 and conv.groups == 1:
         factor = min(factor, c.conv_c3_factor.value)
