@@ -145,8 +145,14 @@ def fix_model(
 
     verification = None
     if not dry_run:
+        changed_any = bool(result.changes or result.inserted
+                           or (layout_info and (layout_info.get("convs_converted")
+                                                or layout_info.get("transposes_removed")
+                                                or layout_info.get("inputs_nhwc"))))
         verification = verify(path, model, inputs=inputs, dims=options.dims,
-                              input_shapes=options.input_shapes, rtol=rtol, atol=atol)
+                              input_shapes=options.input_shapes, rtol=rtol, atol=atol,
+                              compare=changed_any or inputs is not None,
+                              nhwc_inputs=tuple((layout_info or {}).get("inputs_nhwc", ())))
         if not verification.ok:
             raise VerificationError(f"{path}: fix not written: {verification.message}")
         save_model_atomic(model, out_path, external_data=external_data)
@@ -206,14 +212,12 @@ def _apply_layout(model: ir.Model, nhwc_inputs: bool) -> dict:
     except ImportError:
         raise UsageError("--layout nhwc is not available in this build (tclint.passes.layout "
                          "is missing)") from None
-    p = NhwcLayoutPass(nhwc_inputs)
-    res = p(model)
-    info = getattr(p, "result", None) or getattr(p, "stats", None)
-    if info is not None and dataclasses.is_dataclass(info):
-        return dataclasses.asdict(info)
-    if isinstance(info, dict):
-        return info
-    return {"modified": bool(getattr(res, "modified", False))}
+    p = NhwcLayoutPass(nhwc_inputs=nhwc_inputs)
+    p(model)
+    change = getattr(p, "change", None)
+    if change is not None and dataclasses.is_dataclass(change):
+        return dataclasses.asdict(change)
+    return {}
 
 
 # --------------------------------------------------------------------------------------------
