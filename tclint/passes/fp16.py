@@ -546,12 +546,16 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
 
     def _convert_tensor(self, tensor: ir.TensorProtocol, label: str, name: str) -> ir.TensorProtocol:
         if isinstance(tensor, ir.ExternalTensor):
-            # Count now (one tensor in memory at a time), convert again lazily at save time.
+            # Count now and convert again lazily at save time; unmap the file after each use,
+            # so only one tensor is ever in memory.
             _, clamp = self._convert_array(tensor.numpy(), label)
+            tensor.release()
             self._clamps.append(clamp)
 
             def convert(tensor=tensor):
-                return ir.tensor(self._convert_array(tensor.numpy(), label)[0], name=name)
+                array = self._convert_array(tensor.numpy(), label)[0]
+                tensor.release()
+                return ir.tensor(array, name=name)
 
             return ir.LazyTensor(convert, dtype=self.low, shape=tensor.shape, name=name)
         array, clamp = self._convert_array(tensor.numpy(), label)
