@@ -118,8 +118,21 @@ def _validate_proto(path: Path, proto: onnx.ModelProto) -> None:
         raise InputError(f"{path}: the model has an empty graph")
     if not proto.graph.output:
         raise InputError(f"{path}: the graph has no outputs")
+    for vi in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_value") and d.dim_value < 0:
+                    # some exporters write -1 for "dynamic": treat any negative dim as unknown
+                    logger.info("%s: dim %d of %r treated as unknown", path, d.dim_value, vi.name)
+                    d.ClearField("dim_value")
+    for tensor in proto.graph.initializer:
+        if any(d < 0 for d in tensor.dims):
+            raise InputError(f"{path}: initializer {tensor.name!r} has a negative dim {list(tensor.dims)}")
     seen: set[str] = set()
-    for node in proto.graph.node:
+    for index, node in enumerate(proto.graph.node):
+        # proto2 strings that are not valid UTF-8 come back as bytes: the file is corrupt
+        if not all(isinstance(t, str) for t in (node.op_type, node.domain, node.name, *node.input, *node.output)):
+            raise InputError(f"{path}: node {index} has a name or op type that is not valid UTF-8 (corrupt file)")
         for out in node.output:
             if out and out in seen:
                 raise InputError(f"{path}: value {out!r} is produced twice (duplicate name)")
@@ -265,9 +278,10 @@ def _stripped_proto(model: ir.Model) -> onnx.ModelProto:
                 value.dtype = tensor.dtype
             hidden.append(value)
     try:
+        listed = set(graph.inputs)  # a set: `in graph.inputs` is a list scan (quadratic on big graphs)
         for value in hidden:
             graph.initializers.pop(value.name)
-            if value not in graph.inputs:
+            if value not in listed:
                 graph.inputs.append(value)
         return ir.serde.serialize_model(model)
     finally:
@@ -355,7 +369,7 @@ def _ort_symbolic_inference(model: ir.Model, result: ShapeResolution) -> bool:
         level = ort_logger.level
         ort_logger.setLevel(logging.CRITICAL)
         try:
-            inferred = SymbolicShapeInference.infer_shapes(proto, auto_merge=True, guess_output_rank=True)
+            inferred = _symbolic_infer(SymbolicShapeInference, proto)
         finally:
             ort_logger.setLevel(level)
     except Exception as exc:
@@ -366,3 +380,32 @@ def _ort_symbolic_inference(model: ir.Model, result: ShapeResolution) -> bool:
         return False
     _merge_shapes(model, inferred)
     return True
+
+
+#: ORT's symbolic inference repeats passes while auto-merging dims; on some malformed graphs
+#: (e.g. an input of UNDEFINED element type feeding a MatMul) it never stops. Real models need
+#: a handful of passes.
+_MAX_SYMBOLIC_PASSES = 32
+
+
+def _symbolic_infer(sym_cls, proto: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``SymbolicShapeInference.infer_shapes`` with a bound on its passes and without its side
+    effect: on incomplete inference the original saves ``sym_shape_infer_temp.onnx`` (with
+    external data) into the current directory. Same arguments as before (auto_merge,
+    guess_output_rank); raises on failure as the original does."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if not opset or opset < 7:  # the original refuses these too
+        return None
+    sym = sym_cls(2**31 - 1, True, True, 0)
+    sym._preprocess(proto)
+    complete = False
+    for _ in range(_MAX_SYMBOLIC_PASSES):
+        if not sym.run_:
+            break
+        complete = sym._infer_impl()
+    else:
+        raise RuntimeError(f"no fixed point after {_MAX_SYMBOLIC_PASSES} passes")
+    sym._update_output_from_vi()
+    if not complete:
+        raise RuntimeError("Incomplete symbolic shape inference")
+    return sym.out_mp_

@@ -225,6 +225,28 @@ def _shape(value: ir.Value | None) -> list[int | str | None] | None:
     return out
 
 
+#: Work (M*N*K*batch) or element counts beyond this cannot be costed in floating point
+#: (a float overflows at ~2**1024; the cost model multiplies by tiles, bytes and FLOPs/element).
+_MAX_COUNT = 2**900
+
+
+def _check_countable(path: str, what: str, *counts) -> None:
+    """Raise InputError when dims are so large that FLOP or byte counts would overflow a float."""
+    known = [abs(c) for c in counts if isinstance(c, int)]
+    if known and math.prod(known) > _MAX_COUNT:
+        from tclint.errors import InputError
+
+        raise InputError(f"{path}: {what} too large to count FLOPs or bytes (product over 2^900); "
+                         "is a dim corrupt?")
+
+
+def _big(value) -> str:
+    """A dim for a message: huge ones as a power of two."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"~2^{value.bit_length() - 1}"
+    return str(value)
+
+
 def _prod(dims) -> int | None:
     total = 1
     for d in dims:
@@ -342,6 +364,10 @@ class _Builder:
     def add(self, node: ir.Node, path: str, *, m, n, k, batch, sources, weight_dims,
             precision, part="", role="", conv=None, m_sym="", n_sym="", k_sym="", batch_sym="",
             elements: float | None = None):
+        # a negative dim (corrupt attributes, e.g. a kernel larger than its padded input) is unknown
+        m, n, k, batch = (None if isinstance(v, int) and v < 0 else v for v in (m, n, k, batch))
+        _check_countable(path, f"dims M={_big(m)} N={_big(n)} K={_big(k)} batch={_big(batch)} are",
+                         m, n, k, batch)
         unresolved = {}
         for dim, val, sym in (("M", m, m_sym), ("N", n, n_sym), ("K", k, k_sym), ("batch", batch, batch_sym)):
             if val is None:
@@ -393,6 +419,7 @@ class _Builder:
             if numel is None or dt is None:
                 known = False
                 continue
+            _check_countable(path, f"tensor {v.name!r} is", numel)
             total += numel * _elem_bytes(dt, self.compute_precision)
         return MemoryOp(op=_op_name(node), path=path, bytes_moved=total if known else (total or None),
                         folded=folded, node=node)
@@ -512,6 +539,8 @@ class _Builder:
                       first_layer=self.is_first_layer(x), transpose=transpose)
         spatial = math.prod(kernel) if all(kernel) else None
         x_n, w_n, y_n = _prod(sx or [None]), _prod(sw), _prod(out or [None])
+        for count in (x_n, w_n, y_n):
+            _check_countable(path, "tensor sizes are", count)
         elements = float(x_n + w_n + y_n) if None not in (x_n, w_n, y_n) else None
         n_gemm = None if k is None else k // groups
         k_gemm = None if c is None or spatial is None else (c // groups) * spatial
