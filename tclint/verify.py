@@ -197,7 +197,10 @@ def _weight_bytes(model: ir.Model) -> int:
 
 def _proto_and_source(model: ir.Model, path: Path) -> tuple[onnx.ModelProto, str | bytes]:
     """The model as a proto (for the checker and signature) and what onnxruntime should load."""
-    if _weight_bytes(model) > _IN_MEMORY_LIMIT:
+    external = any(isinstance(v.const_value, ir.ExternalTensor)
+                   for v in model.graph.initializers.values())
+    if external or _weight_bytes(model) > _IN_MEMORY_LIMIT:
+        # external tensors are resolved against the model's folder: give ORT a real file
         ir.save(model, path, external_data=path.name + ".data")
         return onnx.load(str(path), load_external_data=False), str(path)
     proto = ir.serde.serialize_model(model)

@@ -1,0 +1,381 @@
+"""fix_model / `tclint fix` on the architectures of issue 3, the model-zoo light models, and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto
+
+from tclint import examples
+from tclint.cli import main
+from tclint.config import CheckOptions
+from tclint.errors import VerificationError
+from tclint.examples import GraphBuilder
+from tclint.fix import ALIGNMENT_CODES, fix_model
+from tclint.lint import check_model
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def save(tmp_path: Path, proto: onnx.ModelProto, name: str) -> Path:
+    p = tmp_path / name
+    onnx.save(proto, p)
+    return p
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def random_feeds(path: Path, seed: int = 7) -> dict:
+    rng = np.random.default_rng(seed)
+    m = onnx.load(str(path), load_external_data=False)
+    inits = {i.name for i in m.graph.initializer}
+    feeds = {}
+    for v in m.graph.input:
+        if v.name in inits:
+            continue
+        shape = [d.dim_value if d.HasField("dim_value") else 2 for d in v.type.tensor_type.shape.dim]
+        if v.type.tensor_type.elem_type == TensorProto.INT64:
+            feeds[v.name] = rng.integers(0, 50, shape).astype(np.int64)
+        else:
+            feeds[v.name] = rng.standard_normal(shape).astype(np.float32)
+    return feeds
+
+
+def ort_run(path: Path, feeds: dict) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def assert_equivalent(original: Path, fixed: Path) -> None:
+    """An independent check (not fix's own verifier): new inputs, ORT CPU, allclose."""
+    feeds = random_feeds(original)
+    for r, g in zip(ort_run(original, feeds), ort_run(fixed, feeds)):
+        assert r.shape == g.shape
+        np.testing.assert_allclose(g, r, rtol=1e-5, atol=1e-5 * float(np.abs(r).max() or 1))
+
+
+def alignment_findings(path: Path, **options) -> list:
+    return [f for f in check_model(path, CheckOptions(**options)).findings if f.code in ALIGNMENT_CODES]
+
+
+def llama_mlp_valid(**kw) -> onnx.ModelProto:
+    m = examples.llama_mlp(**kw)
+    # examples.rms_norm passes ReduceMean its axes as an input: valid from opset 18 on
+    m.opset_import[0].version = 18
+    return m
+
+
+ARCHITECTURES = {
+    "squeezenet": lambda: examples.squeezenet(image=64, classes=10),
+    "efficientnet": lambda: examples.efficientnet(image=64),
+    "resnet": lambda: examples.resnet50(image=64, batchnorm=True, width=20, blocks=(1, 1)),
+    "densenet": lambda: examples.densenet(),
+    "gpt2": lambda: examples.gpt2(layers=1, hidden=64, heads=2, vocab=50257),
+    "llama_mlp": lambda: llama_mlp_valid(hidden=256, ffn=2730, seq=8),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 3, "must show": every architecture
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_architecture_is_fully_aligned_and_equivalent(tmp_path, name):
+    src = save(tmp_path, ARCHITECTURES[name](), f"{name}.onnx")
+    before = digest(src)
+    out = tmp_path / f"{name}.fixed.onnx"
+    report = fix_model(src, out, force=True)
+    assert digest(src) == before  # input never modified
+    assert report.verification is not None and report.verification.ok
+    assert report.changes and report.findings_before > 0
+    assert alignment_findings(out) == []  # `check` on the fixed model: nothing left to align
+    assert report.findings_after == 0 and not report.findings_left_on_changed
+    assert_equivalent(src, out)
+    # only Pad (first layer) and Slice/Gather (restores) were added
+    orig_ops = [n.op_type for n in onnx.load(str(src)).graph.node]
+    new_ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    added = sorted(set(new_ops) - set(orig_ops)) or []
+    assert set(added) <= {"Pad", "Slice", "Gather"}
+    assert len(new_ops) == len(orig_ops) + len(report.inserted)
+
+
+def test_squeezenet_first_layer_and_class_head(tmp_path):
+    src = save(tmp_path, ARCHITECTURES["squeezenet"](), "sq.onnx")
+    out = tmp_path / "sq.fixed.onnx"
+    report = fix_model(src, out, force=True)
+    changes = {c.node: c for c in report.changes}
+    assert changes["conv"].dims_after["C"] == 4
+    assert changes["classifier_conv"].dims_after["K"] == 16
+    m = onnx.load(str(out))
+    assert [i.name for i in m.graph.input] == ["data"]
+    assert m.graph.node[0].op_type == "Pad" and m.graph.node[0].input[0] == "data"
+    assert m.graph.output[0].name == "probs_in"
+    assert [d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim] == [1, 10]
+
+
+def test_efficientnet_squeeze_excitation_convs(tmp_path):
+    src = save(tmp_path, ARCHITECTURES["efficientnet"](), "eff.onnx")
+    report = fix_model(src, tmp_path / "eff.fixed.onnx", force=True)
+    padded_k = {c.dims_before["K"]: c.dims_after["K"] for c in report.changes
+                if c.dims_before["K"] != c.dims_after["K"]}
+    assert padded_k[28] == 32 and padded_k[10] == 16 and padded_k[4] == 16
+    assert padded_k[1000] == 1008
+    # the SE expand convs read the padded SE channels through zero weight columns, no Slice
+    assert all(n.op != "Slice" or "logits" in n.reason for n in report.inserted)
+
+
+def test_resnet_residuals_and_batchnorm(tmp_path):
+    src = save(tmp_path, ARCHITECTURES["resnet"](), "resnet.onnx")
+    out = tmp_path / "resnet.fixed.onnx"
+    report = fix_model(src, out, force=True)
+    m = onnx.load(str(out))
+    bns = [n for n in m.graph.node if n.op_type == "BatchNormalization"]
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    var_sizes = sorted({inits[n.input[4]].shape[0] for n in bns})
+    assert all(s % 16 == 0 for s in var_sizes)
+    fc = next(c for c in report.changes if c.node == "fc")
+    assert fc.dims_after == {"K": 160, "N": 1024}  # TC104: the 1000-class head to 64
+    assert sum(1 for n in m.graph.node if n.op_type == "Add") == 2  # residuals kept as they were
+
+
+def test_densenet_concat_without_slices(tmp_path):
+    src = save(tmp_path, ARCHITECTURES["densenet"](), "dense.onnx")
+    report = fix_model(src, tmp_path / "dense.fixed.onnx", force=True)
+    # one Pad for the stem and one Slice for the logits; every Concat carries its channel map
+    assert sorted(n.op for n in report.inserted) == ["Pad", "Slice"]
+    classifier = next(c for c in report.changes if c.node == "classifier")
+    assert classifier.dims_before == {"K": 66, "N": 10} and classifier.dims_after == {"K": 80, "N": 16}
+
+
+def test_gpt2_tied_lm_head(tmp_path):
+    src = save(tmp_path, ARCHITECTURES["gpt2"](), "gpt2.onnx")
+    out = tmp_path / "gpt2.fixed.onnx"
+    report = fix_model(src, out)  # M is symbolic: padded on alignment alone, said so
+    [change] = report.changes
+    assert change.node == "lm_head" and change.dims_after == {"K": 64, "N": 50304}
+    m = onnx.load(str(out))
+    wte = next(i for i in m.graph.initializer if i.name == "wte")
+    assert list(wte.dims) == [50304, 64]  # one table for the Gather and the head
+    assert m.graph.output[0].name == "logits"
+    logits_shape = [d.dim_param or d.dim_value for d in m.graph.output[0].type.tensor_type.shape.dim]
+    assert logits_shape == ["batch", "seq", 50257]
+    assert [n.op for n in report.inserted] == ["Slice"]
+
+
+def test_llama_mlp_ffn_2730(tmp_path):
+    src = save(tmp_path, ARCHITECTURES["llama_mlp"](), "mlp.onnx")
+    report = fix_model(src, tmp_path / "mlp.fixed.onnx")
+    dims = {c.node: c.dims_after for c in report.changes}
+    assert dims == {"gate_proj": {"K": 256, "N": 2736}, "up_proj": {"K": 256, "N": 2736},
+                    "down_proj": {"K": 2736, "N": 256}}
+    assert not report.inserted  # carried through SiLU and the gate Mul into down_proj's K
+    assert report.speedup > 1.0
+
+
+def test_profit_gate_reports_skipped_layers(tmp_path):
+    """Without --force, layers whose padding does not pay stay as they are, with the reason;
+    the padded ones have no finding left."""
+    src = save(tmp_path, examples.densenet(), "dense.onnx")
+    out = tmp_path / "dense.fixed.onnx"
+    report = fix_model(src, out)
+    assert report.changes and report.skipped
+    assert all(s.reason.startswith("does not pay") for s in report.skipped)
+    after = alignment_findings(out)
+    changes = {c.node: c for c in report.changes}
+    skipped = {s.node for s in report.skipped}
+    for f in after:
+        if f.path not in changes:
+            continue
+        # a finding left on a padded layer is about a dim fix did not pad, and said why
+        assert f.path in skipped
+        c = changes[f.path]
+        for dim in f.suggested or {}:
+            key = {"C/g": "C", "K/g": "K"}.get(dim, dim)
+            if f.code in ("TC101", "TC201", "TC202", "TC102", "TC104"):
+                assert c.dims_before.get(key) == c.dims_after.get(key), f
+    assert report.estimated_time_us_after < report.estimated_time_us_before
+
+
+# --------------------------------------------------------------------------------------------
+# The model-zoo light models: weights are ConstantOfShape, declined per layer
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("path", sorted(LIGHT.glob("light_*.onnx")), ids=lambda p: p.stem)
+def test_light_models_decline_computed_weights(tmp_path, path):
+    out = tmp_path / "fixed.onnx"
+    report = fix_model(path, out)
+    assert not report.changes and not report.inserted
+    assert report.skipped  # every one of them has alignment findings
+    reasons = {s.reason for s in report.skipped}
+    assert all(r.startswith("weight is computed by") for r in reasons)
+    assert ("weight is computed by ConstantOfShape (no stored values); "
+            "tclint pads stored weights only") in reasons
+    assert report.verification.ok
+    a, b = onnx.load(str(path)), onnx.load(str(out))
+    assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
+
+
+# --------------------------------------------------------------------------------------------
+# Safety
+# --------------------------------------------------------------------------------------------
+def div_chain() -> onnx.ModelProto:
+    g = GraphBuilder("div", seed=3)
+    x = g.input("x", [1, 16, 8, 8])
+    y = g.conv(x, 16, 10, 1, name="c1")
+    y = g.node("Div", [y, g.weight("d", (10, 1, 1), value=np.full((10, 1, 1), 2.0, np.float32))])
+    g.output(g.conv(y, 10, 16, 1, name="c2"), "y", shape=[1, 16, 8, 8])
+    return g.model()
+
+
+def test_failed_verification_writes_nothing(tmp_path, monkeypatch, capsys):
+    """Pad a Div's divisor with 0 instead of 1: padded channels become NaN, the consumer's zero
+    weights do not cancel NaN, the outputs differ: exit 1, one line, no file."""
+    from tclint.passes import pad
+
+    src = save(tmp_path, div_chain(), "m.onnx")
+    monkeypatch.setitem(pad._ELEMENTWISE_FILL, "Div", 0.0)
+    out = tmp_path / "out.onnx"
+    with pytest.raises(VerificationError, match="output 'y' differs"):
+        fix_model(src, out, force=True)
+    assert main(["fix", str(src), "-o", str(out), "--force"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tclint: error:") and "max abs" in err[0]
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+def save_external(proto: onnx.ModelProto, path: Path) -> None:
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    convert_model_to_external_data(proto, all_tensors_to_one_file=True,
+                                   location=path.name + ".data", size_threshold=0)
+    onnx.save(proto, path)
+
+
+def test_external_data_in_and_out(tmp_path):
+    proto = div_chain()
+    src = tmp_path / "ext.onnx"
+    save_external(proto, src)
+    out = tmp_path / "out" / "fixed.onnx"
+    out.parent.mkdir()
+    assert main(["fix", str(src), "-o", str(out), "--force", "--external-data"]) == 0
+    assert (out.parent / "fixed.onnx.data").is_file()
+    assert_equivalent(src, out)
+
+
+def test_missing_external_data_is_an_input_error(tmp_path, capsys):
+    src = tmp_path / "ext.onnx"
+    save_external(div_chain(), src)
+    (tmp_path / "ext.onnx.data").unlink()
+    assert main(["fix", str(src), "-o", str(tmp_path / "o.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0]
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+def test_cli_table_json_and_report(tmp_path, capsys):
+    src = save(tmp_path, div_chain(), "m.onnx")
+    out = tmp_path / "o.onnx"
+    report_file = tmp_path / "fix.json"
+    assert main(["fix", str(src), "-o", str(out), "--force", "--report", str(report_file)]) == 0
+    text = capsys.readouterr().out
+    assert "Padded:" in text and "verification (onnxruntime CPU): ok" in text
+    data = json.loads(report_file.read_text())
+    assert data["output"] == str(out) and data["verification"]["ok"]
+    assert {c["node"] for c in data["changes"]} == {"c1", "c2"}
+    assert main(["fix", str(src), "-o", str(out), "--force", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["changes"][0]["before"] == {"C": 16, "K": 10, "groups": 1}
+    assert data["changes"][0]["after"] == {"C": 16, "K": 16, "groups": 1}
+
+
+def test_cli_dry_run_writes_nothing(tmp_path, capsys):
+    src = save(tmp_path, div_chain(), "m.onnx")
+    assert main(["fix", str(src), "--dry-run", "--force", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dry_run"] and data["output"] is None and data["verification"] is None
+    assert len(data["changes"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["fix", "{src}"], "-o OUTPUT"),
+    (["fix", "{dir}/nope.onnx", "-o", "{dir}/x.onnx"], "no such file"),
+    (["fix", "{src}", "-o", "{src}"], "must not overwrite"),
+    (["fix", "{src}", "-o", "{dir}/x.onnx", "--nhwc-inputs"], "--nhwc-inputs needs --layout nhwc"),
+    (["fix", "{src}", "-o", "{dir}/x.onnx", "--dim", "batch"], "NAME=VALUE"),
+    (["fix", "{src}", "-o", "{dir}/x.onnx", "--rtol", "-1"], "--rtol"),
+])
+def test_cli_usage_errors_are_one_line(tmp_path, capsys, argv, needle):
+    src = save(tmp_path, div_chain(), "m.onnx")
+    argv = [a.format(src=src, dir=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0]
+
+
+def test_cli_shape_flags_and_target(tmp_path, capsys):
+    g = GraphBuilder("dyn", seed=5)
+    x = g.input("x", ["batch", 16, 8, 8])
+    y = g.node("Relu", [g.conv(x, 16, 12, 3, name="c1")])
+    g.output(g.conv(y, 12, 16, 3, name="c2"), "y", shape=["batch", 16, 8, 8])
+    src = save(tmp_path, g.model(), "dyn.onnx")
+    out = tmp_path / "o.onnx"
+    # TF32 on a V100-class target needs multiples of 4: 12 is fine, nothing to do
+    assert main(["fix", str(src), "-o", str(out), "--arch", "v100", "--dtype", "tf32",
+                 "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["changes"] == []
+    assert main(["fix", str(src), "-o", str(out), "--dim", "batch=4", "--force", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["changes"]) == 2 and data["verification"]["ok"]
+    # the bound dim is for the analysis: the written model keeps its symbolic input
+    dim = onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim.dim_param == "batch"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tclint.passes.layout") is None,
+                    reason="the NHWC layout pass is not in this tree")
+def test_cli_layout_nhwc(tmp_path, capsys):
+    src = save(tmp_path, examples.resnet50(image=32, blocks=(1, 1)), "r.onnx")
+    out = tmp_path / "r.nhwc.onnx"
+    assert main(["fix", str(src), "-o", str(out), "--layout", "nhwc", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["layout"] == "nhwc" and data["layout_changes"]["convs_converted"] > 0
+    assert data["verification"]["ok"]
+    assert any(n.op_type == "NhwcConv" for n in onnx.load(str(out)).graph.node)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tclint.convert") is None, reason="no tclint convert")
+def test_cli_fp16_after_fix(tmp_path, capsys):
+    src = save(tmp_path, div_chain(), "m.onnx")
+    out = tmp_path / "m.fp16.onnx"
+    assert main(["fix", str(src), "-o", str(out), "--force", "--fp16", "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fp16"]["dtype"] == "fp16" and data["output"] == str(out)
+    m = onnx.load(str(out))
+    conv_w = [i for i in m.graph.initializer if list(i.dims) == [16, 16, 1, 1]]
+    assert conv_w and all(i.data_type == TensorProto.FLOAT16 for i in conv_w)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.fp16.onnx", "m.onnx"]
+
+
+def test_installed_command_runs(tmp_path):
+    exe = shutil.which("tclint") or str(Path(sys.executable).parent / "tclint")
+    src = save(tmp_path, div_chain(), "m.onnx")
+    out = tmp_path / "o.onnx"
+    proc = subprocess.run([exe, "fix", str(src), "-o", str(out), "--force"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 layers padded" in proc.stdout
+    assert_equivalent(src, out)
