@@ -443,3 +443,26 @@ def test_installed_command_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "fp16 for cuda" in proc.stdout
     assert onnx.load(str(tmp_path / "o.onnx")).graph.initializer[0].data_type == F16
+
+
+def _cuda_session_or_skip(proto):
+    try:
+        sess = ort.InferenceSession(proto.SerializeToString(),
+                                    providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"no CUDA session: {exc}")
+    if "CUDAExecutionProvider" not in sess.get_providers():
+        pytest.skip("CUDAExecutionProvider could not be created")
+    return sess
+
+
+@pytest.mark.gpu
+def test_converted_models_run_on_cuda_within_tolerance():
+    for proto, feeds in [
+        (M.resize_net(channels=8, image=8),
+         {"input": np.random.default_rng(9).standard_normal((1, 3, 8, 8)).astype(np.float32)}),
+        (M.control_flow_net(width=16), {"input": np.ones((4, 16), np.float32)}),
+    ]:
+        out, _ = _convert(proto, provider="cuda")
+        sess = _cuda_session_or_skip(out)
+        _assert_close(_run(proto, feeds), sess.run(None, feeds))
