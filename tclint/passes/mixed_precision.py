@@ -141,8 +141,8 @@ def find_fp32_nodes(
         ok = within_tolerance(ref_final, final, rtol=rtol, atol=atol)
         rel = _errors(ref_final, final)[1]
         measures = _measure(nodes, probes, probe_names, max_abs, ref_runs, runs, n_out)
-        if ok:
-            break
+        if ok or validations == max_validations:
+            break  # never report nodes that no validation run has seen
         ranked = sorted(
             (m for m in measures.values() if m.name not in keep),
             key=lambda m: (max_abs[m.name] > data_max, m.added_error),
