@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,34 @@ def _deferred_signals() -> Iterator[None]:
             os.kill(os.getpid(), sig)
 
 
+@contextlib.contextmanager
+def _terminate_cleanly() -> Iterator[None]:
+    """While temporary files exist, turn SIGTERM into SystemExit(143) so that ``finally``
+    blocks remove them (the default action would kill the process and leave them behind)."""
+    def handler(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread: nothing to install
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _new_file_mode(dest: Path) -> int:
+    """Permissions an ordinary ``open(dest, "w")`` would give (mkstemp makes files 0600)."""
+    try:
+        return stat.S_IMODE(dest.stat().st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def save_model_atomic(
     model: ir.Model,
     path: str | os.PathLike,
@@ -72,14 +101,29 @@ def save_model_atomic(
     folder = dest.parent if str(dest.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"cannot write {dest}: folder {folder} does not exist")
+    if dest.exists() and not dest.is_file():
+        # renaming over a device (/dev/null, /dev/full), a FIFO or a folder would replace it
+        raise OutputError(f"cannot write {dest}: not a regular file")
     if external_data is None:
         external_data = model_weight_bytes(model) > PROTO_LIMIT_BYTES - 64 * 2**20
     data_name = dest.name + ".data"
+    try:
+        with _terminate_cleanly():
+            _write_and_rename(model, dest, folder, data_name, external_data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
+    return dest
+
+
+def _write_and_rename(model: ir.Model, dest: Path, folder: Path, data_name: str,
+                      external_data: bool) -> None:
+    """Write under temporary names, rename into place; remove the temporaries on any failure."""
     tmp_model = tmp_data = None
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
         os.close(fd)
         tmp_model = Path(tmp_name)
+        os.chmod(tmp_model, _new_file_mode(dest))
         if external_data:
             # The model refers to its data file by name; write it under a temporary name and
             # point the model at the final name only at rename time.
@@ -93,14 +137,11 @@ def save_model_atomic(
                 os.replace(tmp_data, folder / data_name)
             os.replace(tmp_model, dest)
         tmp_model = tmp_data = None
-    except OSError as exc:
-        raise OutputError(f"cannot write {dest}: {exc.strerror or exc}") from None
     finally:
         for leftover in (tmp_model, tmp_data):
             if leftover is not None:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
-    return dest
 
 
 def _retarget_external_data(model_path: Path, old: str, new: str) -> None:

@@ -1,0 +1,291 @@
+"""Nothing lost: interrupted or failed writes leave no partial output, no temp file, the input intact.
+
+``tclint fix`` and ``tclint convert`` run as real subprocesses on a ResNet-50 (224x224, ~100 MB of
+weights, so writing takes a moment) and get SIGINT or SIGTERM:
+
+- the moment their temporary output file appears (mid-write), and
+- after delays spread over a whole run (``slow``: the full grid; by default two of them).
+
+Afterwards the output folder holds either nothing or the complete output (byte-identical to an
+uninterrupted run), never a partial or temporary file, and the input's hash is unchanged.
+Writing into a location that cannot take the file (a read-only folder, a file-size limit standing
+in for a full disk, a device node such as /dev/full) fails with one ``tclint: error:`` line and
+leaves nothing behind. ``save_model_atomic`` is also driven directly by a small script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import resource
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import onnx
+import pytest
+
+from tclint import examples
+
+WRITERS = [c for c in ("fix", "convert") if importlib.util.find_spec(f"tclint.cli.{c}") is not None]
+needs_writers = pytest.mark.skipif(not WRITERS, reason="neither fix nor convert exists yet")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("tclint")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tclint"]
+
+
+@pytest.fixture(scope="module")
+def big_model(tmp_path_factory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("in")
+    path = folder / "resnet50.onnx"
+    onnx.save(examples.resnet50(image=224), str(path))
+    return path, _sha(path)
+
+
+@pytest.fixture(scope="module")
+def reference(big_model, tmp_path_factory) -> dict[str, tuple[str, float]]:
+    """An uninterrupted run of each writer: output hash and duration."""
+    src, _ = big_model
+    out = {}
+    for command in WRITERS:
+        folder = tmp_path_factory.mktemp(f"ref_{command}")
+        dest = folder / "out.onnx"
+        start = time.perf_counter()
+        proc = subprocess.run([*_cmd(), command, str(src), "-o", str(dest)], capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        out[command] = (_sha(dest), time.perf_counter() - start)
+    return out
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _assert_nothing_lost(folder: Path, ref_sha: str, src: Path, src_sha: str) -> str:
+    names = _leftovers(folder)
+    assert names in ([], ["out.onnx"]), f"partial or temporary files left: {names}"
+    assert _sha(src) == src_sha, "the input model changed"
+    if names:
+        assert _sha(folder / "out.onnx") == ref_sha, "an output exists but is not the complete one"
+        return "complete"
+    return "none"
+
+
+def _interrupt(command: str, src: Path, folder: Path, sig: int, *, delay: float | None) -> subprocess.Popen:
+    """Start ``command``; send ``sig`` after ``delay`` s, or (delay None) once its temp file appears."""
+    proc = subprocess.Popen([*_cmd(), command, str(src), "-o", str(folder / "out.onnx")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    start = time.monotonic()
+    while proc.poll() is None and time.monotonic() < deadline:
+        if delay is None:
+            if any(n.startswith(".") for n in os.listdir(folder)):
+                proc.send_signal(sig)
+                break
+        elif time.monotonic() - start >= delay:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=300)
+    return proc
+
+
+@needs_writers
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("command", WRITERS)
+def test_interrupt_mid_write(big_model, reference, tmp_path, command, sig):
+    src, src_sha = big_model
+    proc = _interrupt(command, src, tmp_path, sig, delay=None)
+    state = _assert_nothing_lost(tmp_path, reference[command][0], src, src_sha)
+    stderr = proc.stderr.read() if proc.stderr else ""
+    assert "Traceback" not in stderr, stderr
+    if state == "none":  # the signal landed while writing: the command stopped and said so
+        if sig == signal.SIGINT:
+            assert proc.returncode == 130 and "tclint: interrupted" in stderr, (proc.returncode, stderr)
+        else:
+            assert proc.returncode in (-signal.SIGTERM, 128 + signal.SIGTERM), proc.returncode
+
+
+def _delay_cases(full: bool):
+    fractions = [0.05, 0.2, 0.4, 0.6, 0.75, 0.85, 0.92, 0.97, 1.0] if full else [0.6, 0.9]
+    return [(f, sig) for i, f in enumerate(fractions)
+            for sig in ([signal.SIGINT, signal.SIGTERM] if full else [(signal.SIGINT, signal.SIGTERM)[i % 2]])]
+
+
+@needs_writers
+@pytest.mark.parametrize("fraction,sig", _delay_cases(False))
+@pytest.mark.parametrize("command", WRITERS)
+def test_interrupt_after_delay(big_model, reference, tmp_path, command, fraction, sig):
+    src, src_sha = big_model
+    ref_sha, seconds = reference[command]
+    _interrupt(command, src, tmp_path, sig, delay=fraction * seconds)
+    _assert_nothing_lost(tmp_path, ref_sha, src, src_sha)
+
+
+@pytest.mark.slow
+@needs_writers
+@pytest.mark.parametrize("fraction,sig", _delay_cases(True))
+@pytest.mark.parametrize("command", WRITERS)
+def test_interrupt_delay_grid(big_model, reference, tmp_path, command, fraction, sig):
+    src, src_sha = big_model
+    ref_sha, seconds = reference[command]
+    _interrupt(command, src, tmp_path, sig, delay=fraction * seconds)
+    _assert_nothing_lost(tmp_path, ref_sha, src, src_sha)
+
+
+# --------------------------------------------------------------------------------------------
+# Locations that cannot take the output
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("small") / "conv.onnx"
+    onnx.save(examples.single_conv(c=3, k=30, image=16), str(path))
+    return path
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("tclint: error:")]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+@needs_writers
+@pytest.mark.parametrize("command", WRITERS)
+def test_read_only_folder(small_model, tmp_path, command):
+    if os.geteuid() == 0:
+        # root ignores permission bits; procfs refuses new files for everyone
+        dest = Path("/proc/tclint-out.onnx")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        dest = ro / "out.onnx"
+    proc = subprocess.run([*_cmd(), command, str(small_model), "-o", str(dest)],
+                          capture_output=True, text=True, timeout=300)
+    line = _one_error_line(proc)
+    assert "cannot write" in line and str(dest) in line
+    assert not dest.exists()
+    if os.geteuid() != 0:
+        assert _leftovers(dest.parent) == []
+
+
+def _limit_file_size(limit: int):
+    def preexec():
+        # a full disk, stand-in: writes past `limit` bytes fail with EFBIG (SIGXFSZ ignored)
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return preexec
+
+
+@needs_writers
+@pytest.mark.parametrize("command", WRITERS)
+def test_full_location(big_model, tmp_path, command):
+    src, src_sha = big_model
+    dest = tmp_path / "out.onnx"
+    proc = subprocess.run([*_cmd(), command, str(src), "-o", str(dest)], capture_output=True,
+                          text=True, timeout=300, preexec_fn=_limit_file_size(8 << 20))
+    line = _one_error_line(proc)
+    assert "cannot write" in line and "too large" in line.lower()
+    assert _leftovers(tmp_path) == []
+    assert _sha(src) == src_sha
+
+
+@needs_writers
+@pytest.mark.parametrize("command", WRITERS)
+def test_device_or_pipe_as_output_is_refused(small_model, tmp_path, command):
+    """An output path that is not a regular file (a FIFO here; /dev/full or /dev/null alike)
+    must not be replaced by a regular file: as root that would clobber the device node."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    proc = subprocess.run([*_cmd(), command, str(small_model), "-o", str(fifo)],
+                          capture_output=True, text=True, timeout=300)
+    line = _one_error_line(proc)
+    assert "not a regular file" in line
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert _leftovers(tmp_path) == ["pipe"]
+
+
+@needs_writers
+def test_dev_full_is_refused_without_touching_it(small_model, tmp_path):
+    """/dev/full itself: refused before anything is written (checked on a copy of the node
+    when we may create one, so a regression cannot replace the real device)."""
+    node = tmp_path / "full"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 7))
+    except (PermissionError, OSError):
+        pytest.skip("cannot create a device node here")
+    proc = subprocess.run([*_cmd(), WRITERS[0], str(small_model), "-o", str(node)],
+                          capture_output=True, text=True, timeout=300)
+    assert "not a regular file" in _one_error_line(proc)
+    assert stat.S_ISCHR(node.lstat().st_mode)
+
+
+# --------------------------------------------------------------------------------------------
+# save_model_atomic directly
+# --------------------------------------------------------------------------------------------
+_DRIVER = textwrap.dedent("""
+    import sys, onnx_ir as ir
+    from tclint.errors import OutputError
+    from tclint.io import save_model_atomic
+    model = ir.load(sys.argv[1])
+    try:
+        save_model_atomic(model, sys.argv[2], external_data=sys.argv[3] == "ext")
+    except OutputError as exc:
+        print(f"tclint: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+""")
+
+
+@pytest.mark.parametrize("external", ["inline", "ext"])
+def test_save_model_atomic_under_a_file_size_limit(big_model, tmp_path, external):
+    src, _ = big_model
+    dest = tmp_path / "out.onnx"
+    proc = subprocess.run([sys.executable, "-c", _DRIVER, str(src), str(dest), external],
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limit_file_size(4 << 20))
+    line = _one_error_line(proc)
+    assert "too large" in line.lower()
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_save_model_atomic_interrupted(big_model, tmp_path, sig):
+    src, _ = big_model
+    dest = tmp_path / "out.onnx"
+    proc = subprocess.Popen([sys.executable, "-c", _DRIVER, str(src), str(dest), "ext"],
+                            stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None:
+        if any(n.startswith(".") for n in os.listdir(tmp_path)):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.002)
+    proc.wait(timeout=120)
+    names = _leftovers(tmp_path)
+    assert names in ([], ["out.onnx", "out.onnx.data"]), names
+
+
+def test_save_model_atomic_keeps_umask_permissions(small_model, tmp_path):
+    import onnx_ir as ir
+
+    from tclint.io import save_model_atomic
+
+    old = os.umask(0o022)
+    try:
+        save_model_atomic(ir.load(small_model), tmp_path / "out.onnx")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out.onnx").stat().st_mode) == 0o644
