@@ -17,14 +17,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
 import onnx_ir as ir
 
 from tclint.config import CheckOptions
-from tclint.errors import UsageError, VerificationError
+from tclint.errors import InputError, UsageError, VerificationError
 from tclint.io import require_readable_weights, save_model_atomic
 from tclint.lint import analyse
 from tclint.load import load_model
-from tclint.passes.pad import InsertedNode, PadChange, PadChannelsPass, SkippedLayer
+from tclint.passes.pad import (
+    InsertedNode,
+    MalformedModelError,
+    PadChange,
+    PadChannelsPass,
+    SkippedLayer,
+)
 from tclint.verify import VerifyResult, verify
 
 logger = logging.getLogger(__name__)
@@ -120,6 +127,7 @@ def fix_model(
     vocab_multiple = vocab_multiple or options.vocab_multiple
 
     model = load_model(path)
+    _require_typed_weights(model, path)
     require_readable_weights(model, path)
     snapshot = {v: v.shape for v in _values(model.graph)}
     original_outputs = list(model.graph.outputs)
@@ -129,7 +137,10 @@ def fix_model(
 
     pad = PadChannelsPass(before.cost.layers, before.target, vocab_multiple=vocab_multiple,
                           only=only, force=force)
-    pad(model)
+    try:
+        pad(model)
+    except MalformedModelError as exc:
+        raise InputError(f"{path}: {exc}") from None
     result = pad.result
     assert result is not None
     _restore_shapes(model, snapshot, original_outputs, result.resized)
@@ -138,7 +149,11 @@ def fix_model(
     if layout == "nhwc":
         layout_info = _apply_layout(model, nhwc_inputs)
 
-    after = analyse(_clone(model), options, model_name=Path(path).name)
+    try:
+        clone = _clone(model)
+    except ir.serde.SerdeError as exc:
+        raise InputError(f"{path}: the model cannot be written back: {_root_cause(exc)}") from None
+    after = analyse(clone, options, model_name=Path(path).name)
     after_findings = [f for f in after.findings if f.code in ALIGNMENT_CODES]
     changed = {c.node for c in result.changes}
     left = tuple(sorted({f"{f.code} {f.path}" for f in after_findings if f.path in changed}))
@@ -173,6 +188,48 @@ def fix_model(
 
 
 # --------------------------------------------------------------------------------------------
+def _root_cause(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return " ".join(str(exc).split())[:200] or type(exc).__name__
+
+
+#: TensorProto fields holding typed (not raw) values, and how many values one entry holds
+_TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data",
+                 "string_data")
+
+
+def _require_typed_weights(model: ir.Model, path) -> None:
+    """Initializers whose stored values agree with their declared type and dims (no bytes are
+    copied: only lengths are compared)."""
+    for value in model.graph.initializers.values():
+        tensor = value.const_value
+        if tensor is None or tensor.dtype == ir.DataType.STRING:
+            continue
+        try:
+            nbytes = tensor.nbytes
+        except (TypeError, ValueError):
+            raise InputError(f"{path}: initializer {value.name!r} has no valid element type "
+                             f"({tensor.dtype})") from None
+        proto = getattr(tensor, "raw", None)
+        if not isinstance(proto, onnx.TensorProto) or proto.data_location == onnx.TensorProto.EXTERNAL:
+            continue
+        stored = None
+        if proto.HasField("raw_data"):
+            stored, expected, unit = len(proto.raw_data), nbytes, "bytes"
+        else:
+            for name in _TYPED_FIELDS:
+                n = len(getattr(proto, name))
+                if n:
+                    stored, expected, unit = n, tensor.size, "values"
+                    if tensor.dtype in (ir.DataType.COMPLEX64, ir.DataType.COMPLEX128):
+                        expected *= 2
+                    break
+        if stored is not None and stored != expected and tensor.dtype.bitwidth >= 8:
+            raise InputError(f"{path}: initializer {value.name!r} stores {stored} {unit}, its "
+                             f"type and dims {list(tensor.shape)} need {expected}")
+
+
 def _values(graph: ir.Graph):
     yield from graph.inputs
     for node in graph.all_nodes():

@@ -15,6 +15,7 @@ equivalent graph where each NhwcConv becomes Transpose-Conv-Transpose
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -34,6 +35,9 @@ logger = logging.getLogger(__name__)
 _IN_MEMORY_LIMIT = 1 << 30
 
 Feeds = dict[str, np.ndarray]
+
+#: Random verification inputs larger than this (elements, about 1 GB of float32) are refused.
+_MAX_RANDOM_ELEMENTS = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -191,8 +195,13 @@ def _checker_problem(model) -> str:
 
 
 def _weight_bytes(model: ir.Model) -> int:
-    return sum(v.const_value.nbytes for v in model.graph.initializers.values()
-               if v.const_value is not None)
+    total = 0
+    for v in model.graph.initializers.values():
+        try:
+            total += v.const_value.nbytes if v.const_value is not None else 0
+        except (TypeError, ValueError):  # an undefined element type: the checker reports it
+            continue
+    return total
 
 
 def _proto_and_source(model: ir.Model, path: Path) -> tuple[onnx.ModelProto, str | bytes]:
@@ -279,6 +288,9 @@ def _feeds(graph: onnx.GraphProto, inputs, dims: Mapping[str, int],
             if v.name in input_shapes:
                 shape = tuple(input_shapes[v.name])
             shape = tuple(d if isinstance(d, int) and d > 0 else int(dims.get(d, 1)) for d in (shape or ()))
+            if any(d < 0 for d in shape) or math.prod(shape) > _MAX_RANDOM_ELEMENTS:
+                raise InputError(f"input {v.name!r} of shape {list(shape)} is too large to verify "
+                                 "on random data; pass --inputs (or bind smaller dims)")
             dtype = _NP.get(elem)
             if dtype is None:
                 raise InputError(f"cannot make random data for input {v.name!r} "

@@ -228,12 +228,26 @@ def resolve_weight(value: ir.Value | None, graph: ir.Graph) -> tuple[WeightRef |
     return WeightRef(value, transposed, chain_node, tied), ""
 
 
+class MalformedModelError(ValueError):
+    """The model is not valid ONNX where the pass needs to read it (e.g. a list as ``group``)."""
+
+
 def _attr(node: ir.Node, name: str, default):
     a = node.attributes.get(name)
     if a is None:
         return default
     v = a.value
-    return v.decode() if isinstance(v, bytes) else v
+    v = v.decode() if isinstance(v, bytes) else v
+    if isinstance(default, int) and not isinstance(v, int):
+        raise MalformedModelError(f"node {node_label(node)!r}: attribute {name!r} must be an "
+                                  f"integer, got {type(v).__name__}")
+    return v
+
+
+def _int_list(value) -> list[int] | None:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value):
+        return list(value)
+    return None
 
 
 def _static_shape(value: ir.Value | None) -> list[int] | None:
@@ -268,10 +282,19 @@ def _dim(value: ir.Value | None, axis: int):
 def _const_array(value: ir.Value | None) -> np.ndarray | None:
     if value is None:
         return None
-    tensor = ir.convenience.get_const_tensor(value)
-    if tensor is None:
+    try:
+        tensor = ir.convenience.get_const_tensor(value)
+        return None if tensor is None else np.asarray(tensor.numpy())
+    except (ValueError, TypeError):  # stored bytes that do not match the declared type/shape
         return None
-    return tensor.numpy()
+
+
+def _const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
+    """The shape of a constant's actual values (None: not a readable constant)."""
+    if not _is_const(value):
+        return None
+    array = _const_array(value)
+    return None if array is None else array.shape
 
 
 def _is_const(value: ir.Value | None) -> bool:
@@ -458,7 +481,10 @@ class PadChannelsPass(ir.passes.InPlacePass):
         if shape is None:
             return self.launch_s
         n = float(np.prod(shape))
-        elem = value.dtype.itemsize if value.dtype is not None else 4
+        try:
+            elem = value.dtype.itemsize if value.dtype is not None else 4
+        except TypeError:  # UNDEFINED / STRING element types
+            elem = 4
         if state is not None:
             n = n * state.padded / max(state.size, 1)
         return 2 * n * elem / self.target.bandwidth + self.launch_s
@@ -488,8 +514,9 @@ def can_pad(layer: Layer, kind: str, graph: ir.Graph) -> str:
     if op == "Conv":
         if ref.transposed or len(shape) < 3:
             return "conv weight is not [K, C/g, ...]"
-        if len(node.inputs) > 2 and node.inputs[2] is not None and not _is_const(node.inputs[2]):
-            return "conv bias is not a constant"
+        if len(node.inputs) > 2 and node.inputs[2] is not None \
+                and _const_shape(node.inputs[2]) != (int(shape[0]),):
+            return "conv bias is not a constant of shape [K]"
         out = node.outputs[0]
         if _rank(out) is None:
             return "output rank unknown"
@@ -502,9 +529,8 @@ def can_pad(layer: Layer, kind: str, graph: ir.Graph) -> str:
         if _attr(node, "transA", 0):
             return "Gemm with transA=1"
         if len(node.inputs) > 2 and node.inputs[2] is not None:
-            c = node.inputs[2]
-            cs = _static_shape(c)
-            if not _is_const(c) or cs is None or (cs and len(cs) > 2) or (len(cs) == 2 and cs[0] != 1):
+            n = int(shape[0] if _attr(node, "transB", 0) != ref.transposed else shape[1])
+            if _const_shape(node.inputs[2]) not in ((), (1,), (n,), (1, n)):
                 return "Gemm C is not a per-column constant"
     if ref.tied_gather and ref.transposed is False:
         return "weight is shared with a Gather"
@@ -644,7 +670,11 @@ class _Planner:
                 self.restore(x, node, 0, "conv input channels cannot carry this channel map")
                 s = None
         bias = node.inputs[2] if len(node.inputs) > 2 else None
-        if s is not None and depthwise and bias is not None and not _is_const(bias):
+        if g < 1 or k % g:
+            self.skip_seed(node, f"group={g} does not divide K={k}")
+            self.restore_all(node, "conv with inconsistent groups")
+            return
+        if s is not None and depthwise and bias is not None and _const_shape(bias) != (k,):
             self.restore(x, node, 0, "depthwise conv bias is not a constant")
             s = None
         if s is not None:
@@ -741,8 +771,7 @@ class _Planner:
             return
         r = _rank(node.inputs[0])
         params = node.inputs[1:1 + len(fills)]
-        if r is None or s.axis != 1 - r or not all(_is_const(p) and _dim(p, 0) == s.size
-                                                    and _rank(p) == 1 for p in params):
+        if r is None or s.axis != 1 - r or not all(_const_shape(p) == (s.size,) for p in params):
             self.restore(node.inputs[0], node, 0, f"{node.op_type} parameters are not per-channel constants")
             return
         for i, fill in enumerate(fills, start=1):
@@ -766,17 +795,21 @@ class _Planner:
             for i, v in enumerate(node.inputs):
                 if v is None or self.state(v) is not None:
                     continue
-                r = _rank(v)
+                cshape = _const_shape(v)
+                if _is_const(v) and cshape is None:
+                    why = f"{op} operand {i} is an unreadable constant"
+                    break
+                r = len(cshape) if cshape is not None else _rank(v)
                 if r is None:
                     why = f"{op} operand {i} has an unknown rank"
                     break
                 ax = r + ref.axis
                 if ax < 0:
                     continue
-                d = _dim(v, ax)
+                d = cshape[ax] if cshape is not None else _dim(v, ax)
                 if d == 1:
                     continue
-                if _is_const(v) and d == ref.size:
+                if cshape is not None and d == ref.size:
                     pads.append(i)
                     continue
                 why = f"{op} operand {i} has the original channels"
@@ -790,7 +823,7 @@ class _Planner:
             return
         for i in pads:
             self.plan.const_pads.append((node, i, _ELEMENTWISE_FILL[op], ref,
-                                         _rank(node.inputs[i]) + ref.axis))
+                                         len(_const_shape(node.inputs[i])) + ref.axis))
         self.set_out(node, ref)
 
     def visit_concat(self, node: ir.Node) -> None:
@@ -872,7 +905,7 @@ class _Planner:
         if s is None:
             return
         r = _rank(node.inputs[0])
-        axes = _attr(node, "axes", None)
+        axes = _int_list(_attr(node, "axes", None))
         if axes is None and len(node.inputs) > 1:
             arr = _const_array(node.inputs[1])
             axes = None if arr is None else [int(a) for a in arr]
@@ -926,7 +959,7 @@ class _Planner:
             pads = _const_array(node.inputs[1]) if len(node.inputs) > 1 else None
             has_axes = len(node.inputs) > 3 and node.inputs[3] is not None
         else:
-            pads = _attr(node, "pads", None)
+            pads = _int_list(_attr(node, "pads", None))
             pads = None if pads is None else np.asarray(pads)
             has_axes = False
         if r is None or pads is None or has_axes or pads.size != 2 * r:
@@ -958,7 +991,7 @@ class _Planner:
         if s is None:
             return
         r = _rank(node.inputs[0])
-        axes = _attr(node, "axes", None)
+        axes = _int_list(_attr(node, "axes", None))
         if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
             arr = _const_array(node.inputs[1])
             axes = None if arr is None else [int(a) for a in arr.ravel()]
@@ -1025,6 +1058,8 @@ class _Rewriter:
     # ---- values ---------------------------------------------------------------------------
     def resize(self, value: ir.Value, state: ChannelMap) -> None:
         self.resized.append((value, state.axis, state.padded))
+        if value.shape is None:
+            return
         dims = list(value.shape)
         ax = len(dims) + state.axis
         if not 0 <= ax < len(dims):
