@@ -72,9 +72,13 @@ F = TensorProto.FLOAT
 # --------------------------------------------------------------------------------------------
 def resnet(
     *, blocks=(3, 4, 6, 3), width: int = 64, image: int = 224, batch: int = 1, classes: int = 1000,
-    seed: int = 0,
+    seed: int = 0, hot_stage: int | None = None, hot_gain: float = 3000.0,
 ) -> onnx.ModelProto:
-    """ResNet-50-shaped CNN (BatchNorm folded into Conv, as exported for inference)."""
+    """ResNet-50-shaped CNN (BatchNorm folded into Conv, as exported for inference).
+
+    ``hot_stage``: after that stage, a residual branch whose activations exceed the FP16 range
+    (``hot/*`` nodes: scale up, conv, square, scale down), as in :func:`hot_cnn`.
+    """
     b = GraphBuilder(seed)
 
     def conv(x, cin, cout, k, stride=1, relu=True, gain=1.0):
@@ -98,6 +102,14 @@ def resnet(
             short = conv(x, cin, cout, 1, stride, relu=False) if i == 0 else x
             x = b.op("Relu", [b.op("Add", [y, short])])
             cin = cout
+        if stage == hot_stage:
+            h = b.op("Mul", [x, b.const("gain", np.array(hot_gain, np.float32))], name="hot/scale_up")
+            w = b.weight("hot_w", (cout, cout, 1, 1), gain=1.0)
+            h = b.op("Conv", [h, w], name="hot/conv", kernel_shape=[1, 1])
+            h = b.op("Mul", [h, h], name="hot/square")
+            inv = b.const("inv", np.array(1.0 / hot_gain**2, np.float32))
+            h = b.op("Mul", [h, inv], name="hot/scale_down")
+            x = b.op("Add", [x, h], name="hot/merge")
     x = b.op("GlobalAveragePool", [x])
     x = b.op("Flatten", [x], axis=1)
     w = b.weight("fc_w", (classes, cin), fan_in=cin)

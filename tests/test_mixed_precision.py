@@ -34,10 +34,13 @@ def test_nothing_kept_when_fp16_already_meets_the_tolerance():
     assert result.keep == () and result.within_tolerance and result.validations == 1
 
 
-def test_tight_tolerance_keeps_the_worst_nodes_and_reports_failure_honestly():
+def test_unreachable_tolerance_stops_early_instead_of_keeping_everything():
     model = ir.from_proto(M.resnet(blocks=(1,), width=8, image=16, classes=4))
-    result = find_fp32_nodes(model, _feeds(1), rtol=0.0, atol=0.0, max_validations=3)
-    # bit-exact float32 outputs cannot be reached with fp16 storage: it says so
-    assert not result.within_tolerance and result.validations == 3
-    assert len(result.keep) == 1 + 2  # 1, then 2 more nodes, ranked by the error they add
-    assert all("error" in why for _, why in result.keep)
+    n_nodes = len(list(model.graph))
+    result = find_fp32_nodes(model, _feeds(1), rtol=0.0, atol=0.0, max_validations=8)
+    # bit-exact float32 outputs cannot be reached with fp16 storage: it says so, after a few
+    # runs, with the best small set rather than the whole graph in float32
+    assert not result.within_tolerance
+    assert result.validations <= 4
+    assert len(result.keep) < n_nodes // 2
+    assert result.max_rel_error > 0

@@ -47,6 +47,9 @@ def register(subparsers) -> None:
                    help="sample inputs (.npz, one array per input; extra leading axis = samples)")
     p.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-2)")
     p.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-3)")
+    p.add_argument("--metric", choices=["allclose", "max-rel"], default=None,
+                   help="--auto acceptance: numpy.allclose per element (default) or "
+                   "max|fp16-fp32|/max|fp32| <= --rtol per output")
     p.add_argument("--keep-norm-epsilon", action="store_true",
                    help="keep norm epsilons that flush to zero (BERT's 1e-12) in float32 with their "
                    "Add/Sqrt, instead of raising them to the smallest FP16 value")
@@ -56,7 +59,8 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-_CONFIG_KEYS = {"dtype", "provider", "block-ops", "block-nodes", "rtol", "atol", "keep-io-types"}
+_CONFIG_KEYS = {"dtype", "provider", "block-ops", "block-nodes", "rtol", "atol", "metric",
+                "keep-io-types"}
 
 
 def _config(model: str) -> dict:
@@ -92,6 +96,7 @@ def run(args) -> int:
         inputs=args.inputs,
         rtol=rtol,
         atol=atol,
+        metric=args.metric or config.get("metric", "allclose"),
         verify=args.verify,
         keep_norm_epsilon=args.keep_norm_epsilon,
         progress=progress,
