@@ -170,7 +170,7 @@ def fix_model(
                               nhwc_inputs=tuple((layout_info or {}).get("inputs_nhwc", ())))
         if not verification.ok:
             raise VerificationError(f"{path}: fix not written: {verification.message}")
-        save_model_atomic(model, out_path, external_data=external_data)
+        save_model_atomic(model, out_path, external_data=_external_policy(model, external_data))
 
     extra_flops = sum(c.extra_flops or 0.0 for c in result.changes)
     extra_params = sum(c.extra_params for c in result.changes)
@@ -188,6 +188,19 @@ def fix_model(
 
 
 # --------------------------------------------------------------------------------------------
+def _external_policy(model: ir.Model, external_data: bool | None) -> bool | None:
+    """A model read with external data is written with its own data file (so the output never
+    points at the input's file); ``external_data=False`` inlines every weight."""
+    external = [v for v in model.graph.initializers.values()
+                if isinstance(v.const_value, ir.ExternalTensor)]
+    if external_data is None and external:
+        return True
+    if external_data is False:
+        for v in external:
+            v.const_value = ir.tensor(v.const_value.numpy(), name=v.name)
+    return external_data
+
+
 def _root_cause(exc: BaseException) -> str:
     while exc.__cause__ is not None:
         exc = exc.__cause__

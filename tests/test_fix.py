@@ -273,6 +273,29 @@ def test_external_data_in_and_out(tmp_path):
     assert_equivalent(src, out)
 
 
+def test_external_input_gets_its_own_data_file(tmp_path):
+    """Without --external-data, a model read with external data is still written with its own
+    data file: the output never points at the input's."""
+    src_dir, out_dir = tmp_path / "in", tmp_path / "out"
+    src_dir.mkdir()
+    out_dir.mkdir()
+    src = src_dir / "ext.onnx"
+    save_external(div_chain(), src)
+    out = out_dir / "fixed.onnx"
+    report = fix_model(src, out, force=True)
+    assert report.changes
+    assert (out_dir / "fixed.onnx.data").is_file()
+    locations = {e.value for i in onnx.load(str(out), load_external_data=False).graph.initializer
+                 for e in i.external_data if e.key == "location"}
+    assert locations == {"fixed.onnx.data"}
+    assert_equivalent(src, out)
+    inline = out_dir / "inline.onnx"
+    fix_model(src, inline, force=True, external_data=False)
+    assert not (out_dir / "inline.onnx.data").exists()
+    assert all(not i.external_data for i in onnx.load(str(inline)).graph.initializer)
+    assert_equivalent(src, inline)
+
+
 def test_missing_external_data_is_an_input_error(tmp_path, capsys):
     src = tmp_path / "ext.onnx"
     save_external(div_chain(), src)
