@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import importlib.util
 import io
@@ -52,7 +53,47 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-SUITES = ("light", "pytorch-converted", "pytorch-operator", "simple", "real")
+WHEEL_SUITES = ("light", "pytorch-converted", "pytorch-operator", "simple", "real")
+#: "examples": small real architectures from tclint.examples with stored weights, which the wheel's
+#: models lack (their weights are graph inputs or ConstantOfShape): the only models fix can pad
+SUITES = (*WHEEL_SUITES, "examples")
+#: extra flags per suite and command: on the examples, fix pads every reported layer (--force)
+#: even where the cost model says it does not pay, so that the rewrite itself is exercised
+SUITE_FLAGS = {"examples": {"fix": ("--force",)}}
+
+
+def _example_models() -> dict:
+    """Name -> builder of a small instance of each architecture (a second or less to run)."""
+    from tclint import examples as ex
+
+    return {
+        "resnet50": lambda: ex.resnet50(image=32),
+        "resnet50_bn": lambda: ex.resnet50(image=32, batchnorm=True, blocks=(1, 1, 1, 1)),
+        "squeezenet": lambda: ex.squeezenet(image=64),
+        "efficientnet": lambda: ex.efficientnet(image=32),
+        "densenet": lambda: ex.densenet(image=32),
+        "gpt2": lambda: ex.gpt2(layers=1, hidden=96, heads=4, vocab=1000),
+        "llama": lambda: ex.llama(layers=1, hidden=128, heads=4, kv_heads=2, ffn=344, vocab=1000),
+        "llama_mlp": lambda: ex.llama_mlp(hidden=256, ffn=682),
+        "first_conv_c3": lambda: ex.single_conv(c=3, k=30, pre=None),
+        "conv_13_30": lambda: ex.single_conv(c=13, k=30),
+        "grouped_conv": lambda: ex.single_conv(c=48, k=60, groups=4),
+        "matmul_100x60": lambda: ex.single_gemm(m=24, n=100, k=60, transposed=True),
+        "gemm_100x60": lambda: ex.single_gemm(m=24, n=100, k=60, op="Gemm"),
+    }
+
+
+def materialize_examples(folder: Path) -> list[Path]:
+    """Write each example model to ``folder/<name>/model.onnx``."""
+    import onnx
+
+    paths = []
+    for name, build in _example_models().items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        path = folder / name / "model.onnx"
+        onnx.save(build(), str(path))
+        paths.append(path)
+    return paths
 COMMANDS = ("check", "fix", "convert")
 OUTCOMES = ("ok", "declined", "failed")
 #: worse outcomes have higher ranks; a model whose rank rises is a regression
@@ -74,12 +115,20 @@ def data_root() -> Path:
     return Path(onnx.__file__).parent / "backend" / "test" / "data"
 
 
-def discover(suites: Iterable[str] = SUITES, root: Path | None = None) -> tuple[list[Path], dict[str, str]]:
-    """Every ``.onnx`` file in the given suites, and a note per suite that has none to run."""
+def discover(suites: Iterable[str] = WHEEL_SUITES, root: Path | None = None,
+             examples_dir: Path | None = None) -> tuple[list[Path], dict[str, str]]:
+    """Every ``.onnx`` file in the given suites, and a note per suite that has none to run.
+    The "examples" suite is written into ``examples_dir`` (skipped without one)."""
     root = root or data_root()
     models: list[Path] = []
     skipped: dict[str, str] = {}
     for suite in suites:
+        if suite == "examples":
+            if examples_dir is None:
+                skipped[suite] = "no folder given to write the example models into"
+            else:
+                models.extend(materialize_examples(examples_dir))
+            continue
         folder = root / suite
         found = sorted(p for p in folder.rglob("*.onnx") if p.is_file()) if folder.is_dir() else []
         if found:
@@ -95,7 +144,10 @@ def discover(suites: Iterable[str] = SUITES, root: Path | None = None) -> tuple[
 
 def model_id(path: Path, root: Path | None = None) -> str:
     """``pytorch-converted/test_Conv2d/model.onnx`` -> ``pytorch-converted/test_Conv2d``."""
-    rel = path.relative_to(root or data_root())
+    root = root or data_root()
+    if not path.is_relative_to(root):  # the examples suite, written elsewhere
+        return f"examples/{path.parent.name}"
+    rel = path.relative_to(root)
     return str(rel.parent if rel.name == "model.onnx" else rel.with_suffix("")).replace(os.sep, "/")
 
 
@@ -120,6 +172,10 @@ class Outcome:
     seconds: float
     #: an independent check of a fixed/converted model ("outputs match", "ort loads", ...)
     verified: str = ""
+    #: fix: layers padded (0: nothing changed); None when unknown or not fix
+    changed: int | None = None
+    #: fix: why reported layers were left alone (the fixer's own one-line reasons)
+    skipped: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +205,7 @@ class SweepResult:
             "models": self.models,
             "skipped": self.skipped,
             "invalid": list(self.invalid),
+            "fixed": sorted(o.model for o in self.by_command("fix") if o.changed),
             "commands": {
                 cmd: {
                     "counts": self.counts(cmd),
@@ -417,6 +474,7 @@ def _sweep_one(job: tuple[str, str, tuple[str, ...], float, bool]) -> tuple[list
     path_text, root_text, commands, timeout_s, valid = job
     path, root = Path(path_text), Path(root_text)
     name = model_id(path, root)
+    flags = SUITE_FLAGS.get(name.split("/")[0], {})
     before = {p: _sha256(p) for p in _input_files(path)}
     outcomes: list[Outcome] = []
     noisy: list[str] = []
@@ -428,8 +486,12 @@ def _sweep_one(job: tuple[str, str, tuple[str, ...], float, bool]) -> tuple[list
                 run = run_main(["check", str(path), "--format", "json"], timeout_s=timeout_s)
                 result = _judge_check(name, run, valid)
             else:
-                run = run_main([command, str(path), "-o", str(out)], timeout_s=timeout_s)
+                fmt = ["--format", "json"] if command == "fix" else []
+                run = run_main([command, str(path), "-o", str(out), *fmt, *flags.get(command, ())],
+                               timeout_s=timeout_s)
                 result = _judge_writer(command, name, run, path, out, workdir)
+                if command == "fix" and result.outcome == "ok":
+                    result = _with_fix_report(result, run.stdout)
         changed = [p.name for p, digest in before.items() if not p.exists() or _sha256(p) != digest]
         if changed:
             result = Outcome(name, command, "failed", result.exit_code,
@@ -439,6 +501,19 @@ def _sweep_one(job: tuple[str, str, tuple[str, ...], float, bool]) -> tuple[list
             noisy.append(command)
         outcomes.append(result)
     return outcomes, noisy
+
+
+def _with_fix_report(result: Outcome, stdout: str) -> Outcome:
+    """Add what the fixer reports it did (layers padded, reasons for leaving others alone)."""
+    try:
+        report = json.loads(stdout)
+    except ValueError:
+        return result
+    if not isinstance(report, dict):
+        return result
+    changed = len(report.get("changes") or ())
+    skipped = tuple(str(s.get("reason", "")) for s in report.get("skipped") or () if isinstance(s, dict))
+    return dataclasses.replace(result, changed=changed, skipped=skipped)
 
 
 def is_valid(path: Path) -> bool:
@@ -463,12 +538,21 @@ def run_sweep(
     jobs: int = 1,
     timeout_s: float = DEFAULT_TIMEOUT_S,
 ) -> SweepResult:
-    """Run ``commands`` (default: every one this tree has) on ``models`` (default: all found)."""
+    """Run ``commands`` (default: every one this tree has) on ``models`` (default: all found).
+
+    ``suites``: the wheel's folders plus "examples" (small builds of tclint.examples' real
+    architectures, written to a temporary folder for the run)."""
+    with tempfile.TemporaryDirectory(prefix="tclint-sweep-examples-") as examples_dir:
+        return _run_sweep(commands=commands, models=models, suites=suites, jobs=jobs,
+                          timeout_s=timeout_s, examples_dir=Path(examples_dir))
+
+
+def _run_sweep(*, commands, models, suites, jobs, timeout_s, examples_dir: Path) -> SweepResult:
     started = time.perf_counter()
     root = data_root()
     skipped: dict[str, str] = {}
     if models is None:
-        models, skipped = discover(suites, root)
+        models, skipped = discover(suites, root, examples_dir=examples_dir)
     commands = tuple(commands or available_commands())
     unknown = [c for c in commands if c not in COMMANDS]
     if unknown:
@@ -502,7 +586,7 @@ def reason_group(reason: str) -> str:
 
 def summarize(result: SweepResult) -> str:
     """The text summary: counts per command, then reasons grouped."""
-    lines = [f"tclint sweep: {result.models} models from the onnx wheel's backend test data, "
+    lines = [f"tclint sweep: {result.models} models (the onnx wheel's backend test data and tclint.examples), "
              f"commands {', '.join(result.commands)} ({result.seconds:.1f} s)"]
     for suite, why in result.skipped.items():
         lines.append(f"  skipped suite {suite!r}: {why}")
@@ -527,6 +611,23 @@ def summarize(result: SweepResult) -> str:
                 shown = ", ".join(names[:3]) + (f", ... (+{len(names) - 3})" if len(names) > 3 else "")
                 lines.append(f"  {len(names):>4}  {reason}")
                 lines.append(f"        {shown}")
+    fixes = [o for o in result.by_command("fix") if o.outcome == "ok"]
+    if fixes:
+        padded = [o for o in fixes if o.changed]
+        lines.append("")
+        lines.append(f"fix: {len(padded)} models padded ({sum(o.changed for o in padded)} layers), "
+                     f"{len(fixes) - len(padded)} written unchanged")
+        if padded:
+            lines.append("        " + ", ".join(o.model for o in padded[:8])
+                         + (", ..." if len(padded) > 8 else ""))
+        reasons: dict[str, set[str]] = defaultdict(set)
+        for o in fixes:
+            for why in o.skipped:
+                reasons[reason_group(why)].add(o.model)
+        if reasons:
+            lines.append("fix left reported layers alone because:")
+            for why, names in sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+                lines.append(f"  {len(names):>4}  {why}")
     unverified = [o for o in result.outcomes if o.command == "fix" and o.outcome == "ok"
                   and o.verified.startswith("original does not run")]
     if unverified:
@@ -549,6 +650,12 @@ def compare_expected(result: SweepResult, expected: dict) -> tuple[list[str], li
     """
     regressions: list[str] = []
     improvements: list[str] = []
+    if "fix" in result.commands and "fixed" in expected:
+        now_fixed = {o.model for o in result.by_command("fix") if o.changed}
+        for name in sorted(set(expected["fixed"]) - now_fixed):
+            regressions.append(f"fix {name}: was padded, now left unchanged")
+        for name in sorted(now_fixed - set(expected["fixed"])):
+            improvements.append(f"fix {name}: now padded")
     for cmd, exp in expected.get("commands", {}).items():
         if cmd not in result.commands:
             regressions.append(f"{cmd}: expected in the sweep but not run (command missing?)")
