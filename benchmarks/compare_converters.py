@@ -10,6 +10,7 @@ benchmarks/results/convert_comparison.json.
     python benchmarks/compare_converters.py                # all models, real sizes
     python benchmarks/compare_converters.py --small        # tiny versions (seconds)
     python benchmarks/compare_converters.py --big          # also a >2 GB external-data MLP
+    python benchmarks/compare_converters.py --auto         # also --auto vs the peer's auto mode
 """
 
 from __future__ import annotations
@@ -213,6 +214,111 @@ def measure_big(tmp: Path) -> list[dict]:
     return rows
 
 
+_OCC_AUTO = """
+import json, sys, time, numpy as np, onnx
+from onnxconverter_common.auto_mixed_precision import auto_convert_mixed_precision
+proto = onnx.load(sys.argv[1])
+feed = dict(np.load(sys.argv[2]))
+t = time.perf_counter()
+out = auto_convert_mixed_precision(proto, feed, rtol=float(sys.argv[3]), atol=float(sys.argv[4]),
+                                   keep_io_types=True)
+seconds = time.perf_counter() - t
+onnx.save(out, sys.argv[5])
+print(json.dumps({"s": seconds}))
+"""
+
+
+def measure_auto(tmp: Path, timeout_s: int) -> list[dict]:
+    """--auto on a ResNet-50-sized CNN with one block whose activations exceed FP16's range.
+
+    tclint: one float32 run + emulated FP16 validation on CPU, acceptance max|err|/max|ref| <= 1e-2.
+    onnxconverter-common's auto_convert_mixed_precision gets the same criterion as allclose with
+    rtol=1e-2 and atol=1e-2 * max|ref| (in a child process with a time limit).
+    """
+    from tclint.convert import convert_model
+
+    proto = M.resnet(hot_stage=1)
+    feeds = [feeds_for(proto, seed) for seed in range(2)]
+    ref = run(proto, feeds[0])
+    rows = []
+    t0 = time.perf_counter()
+    report = convert_model(ir.from_proto(proto), tmp / "tclint_auto.onnx", auto=True, inputs=feeds,
+                           rtol=1e-2, atol=0.0, metric="max-rel")
+    ranges = _float32_ranges(proto, feeds)
+    rows.append({
+        "model": "resnet50+hot block", "converter": "tclint --auto", "ok": True,
+        "auto_s": time.perf_counter() - t0, "validation_runs": report.auto["validations"],
+        "kept_fp32": [k["node"] for k in report.auto["keep"]],
+        "within_tolerance": report.auto["within_tolerance"],
+        "emulated_fp16_error_without_auto": report.auto["baseline_rel_error"],
+        "emulated_fp16_error": report.auto["max_rel_error"],
+        "max_rel_error": report.max_rel_error,
+        "fp16_nodes_beyond_fp16_range": _overflowing(onnx.load(str(tmp / "tclint_auto.onnx")), ranges),
+    })
+    src, npz, out = tmp / "hot.onnx", tmp / "feed.npz", tmp / "occ_auto.onnx"
+    onnx.save(proto, str(src))
+    np.savez(npz, **feeds[0])
+    atol = 1e-2 * max(float(np.max(np.abs(r))) for r in ref)
+    row = {"model": "resnet50+hot block", "converter": "onnxconverter-common auto_convert_mixed_precision"}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _OCC_AUTO, str(src), str(npz), "1e-2", str(atol), str(out)],
+                              capture_output=True, text=True, timeout=timeout_s)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed")
+        result = onnx.load(str(out))
+        types = _value_types(result)
+        hot = {n.name: types.get(n.output[0]) for n in result.graph.node if n.name.startswith("hot/")}
+        row.update(ok=True, auto_s=json.loads(proc.stdout.strip().splitlines()[-1])["s"],
+                   kept_fp32=[name for name, t in hot.items() if t == onnx.TensorProto.FLOAT],
+                   max_rel_error=rel_error(ref, run(result, feeds[0])),
+                   fp16_nodes_beyond_fp16_range=_overflowing(result, ranges),
+                   note="validated on onnxruntime CPU, whose float32 fallback for FP16 ops hides "
+                        "the overflow that FP16 kernels (GPU) would hit")
+    except subprocess.TimeoutExpired:
+        row.update(ok=False, error=f"did not finish in {timeout_s} s")
+    except Exception as exc:  # noqa: BLE001
+        row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+    rows.append(row)
+    for r in rows:
+        print(f"  {r['model']:22s} {r['converter']:26s} {r.get('auto_s', float('nan')):.1f} s "
+              f"kept {r.get('kept_fp32')} {r.get('error', '')}", file=sys.stderr, flush=True)
+    return rows
+
+
+def _float32_ranges(proto: onnx.ModelProto, feeds: list[dict]) -> dict[str, float]:
+    """Max |value| of every node's first output in float32 (one run per input)."""
+    model = onnx.ModelProto()
+    model.CopyFrom(proto)
+    names = [n.output[0] for n in model.graph.node]
+    known = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in known:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, 0, None))
+    model = onnx.shape_inference.infer_shapes(model)
+    outs = [o.name for o in model.graph.output]
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    ranges: dict[str, float] = {}
+    for f in feeds:
+        for name, value in zip(outs, sess.run(None, f)):
+            a = np.asarray(value)
+            if np.issubdtype(a.dtype, np.floating) and a.size:
+                ranges[name] = max(ranges.get(name, 0.0), float(np.max(np.abs(a))))
+    return ranges
+
+
+def _overflowing(result: onnx.ModelProto, ranges: dict[str, float]) -> list[str]:
+    """Nodes left in FP16 whose float32 values exceed 65504 (inf on an FP16 kernel)."""
+    types = _value_types(result)
+    return [n.name for n in result.graph.node
+            if types.get(n.output[0]) == onnx.TensorProto.FLOAT16 and ranges.get(n.output[0], 0) > 65504]
+
+
+def _value_types(proto: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    return {v.name: v.type.tensor_type.elem_type
+            for v in [*inferred.graph.value_info, *inferred.graph.output]}
+
+
 def _fmt(row: dict) -> str:
     if not row.get("ok"):
         return "FAILED " + row.get("error", "")
@@ -224,6 +330,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny models (a smoke run)")
     parser.add_argument("--big", action="store_true", help="also the >2 GB external-data model")
+    parser.add_argument("--auto", action="store_true",
+                        help="also --auto vs onnxconverter-common's auto_convert_mixed_precision")
+    parser.add_argument("--auto-timeout", type=int, default=900, help="seconds for the peer's --auto")
     parser.add_argument("--repeat", type=int, default=3, help="conversion timing: best of N")
     parser.add_argument("--out", default=str(ROOT / "benchmarks/results/convert_comparison.json"))
     args = parser.parse_args(argv)
@@ -233,6 +342,10 @@ def main(argv=None) -> int:
     if args.big:
         with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks/results") as tmp:
             rows += measure_big(Path(tmp))
+    auto_rows = []
+    if args.auto:
+        with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks/results") as tmp:
+            auto_rows = measure_auto(Path(tmp), args.auto_timeout)
     from tabulate import tabulate
 
     table = [[r["model"], r["converter"], "yes" if r.get("ok") else "NO",
@@ -241,6 +354,13 @@ def main(argv=None) -> int:
               f"{r['convert_s']:.3f}" if "convert_s" in r else "-"] for r in rows]
     print(tabulate(table, headers=["model", "converter", "loads+runs in ORT", "Casts added",
                                    "max rel error", "convert s"]))
+    if auto_rows:
+        print()
+        print(tabulate([[r["converter"], f"{r['auto_s']:.1f}" if "auto_s" in r else r.get("error"),
+                         ", ".join(r.get("kept_fp32", [])) or "-",
+                         f"{r['max_rel_error']:.2e}" if "max_rel_error" in r else "-"] for r in auto_rows],
+                       headers=["--auto on resnet50+hot block", "seconds", "kept float32",
+                                "max rel error (ORT CPU)"]))
     import onnxconverter_common
 
     data = {
@@ -253,6 +373,7 @@ def main(argv=None) -> int:
                         "convert_s = best of --repeat, ModelProto in -> ModelProto out (the >2 GB model: "
                         "file in -> file out for tclint, one run; peak_rss_mb of that conversion)",
         "results": rows,
+        "auto": auto_rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
