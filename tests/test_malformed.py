@@ -36,6 +36,8 @@ from tclint.sweep import run_main
 TIMEOUT_S = 30.0
 WRITERS = [c for c in ("fix", "convert") if importlib.util.find_spec(f"tclint.cli.{c}") is not None]
 MAX_OPSET = onnx.defs.onnx_opset_version()
+#: writers the fuzz drives (TCLINT_FUZZ_WRITERS=fix to fuzz one alone)
+FUZZ_WRITERS = [c for c in os.environ.get("TCLINT_FUZZ_WRITERS", ",".join(WRITERS)).split(",") if c in WRITERS]
 
 
 def _base_models() -> dict[str, onnx.ModelProto]:
@@ -255,7 +257,7 @@ def test_fuzz_writers_refuse_or_write_cleanly(tmp_path_factory, data):
     path = _write(folder, raw)
     out = folder / "out" / "o.onnx"
     out.parent.mkdir()
-    command = data.draw(st.sampled_from(WRITERS), label="command")
+    command = data.draw(st.sampled_from(FUZZ_WRITERS), label="command")
     run = run_main([command, str(path), "-o", str(out)], timeout_s=60)
     assert not run.error, run.error
     if run.exit_code == 0:
@@ -383,13 +385,22 @@ def _gpt2_path(tmp_path: Path) -> Path:
     return _write(tmp_path, BASE_BYTES["gpt2"])
 
 
-def test_input_shape_not_an_input(tmp_path):
-    _exit2(["check", str(_gpt2_path(tmp_path)), "--input-shape", "logits:1x8"],
+#: commands that take --input-shape / --dim
+SHAPED = ["check"] + (["fix"] if "fix" in WRITERS else [])
+
+
+@pytest.mark.parametrize("command", SHAPED)
+def test_input_shape_not_an_input(tmp_path, command):
+    _exit2([*_argv(command, _gpt2_path(tmp_path), tmp_path), "--input-shape", "logits:1x8"],
            "not a model input", "input_ids")
+    assert not (tmp_path / "out.onnx").exists()
 
 
-def test_input_shape_wrong_rank(tmp_path):
-    _exit2(["check", str(_gpt2_path(tmp_path)), "--input-shape", "input_ids:1x8x3"], "rank 3")
+@pytest.mark.parametrize("command", SHAPED)
+def test_input_shape_wrong_rank(tmp_path, command):
+    _exit2([*_argv(command, _gpt2_path(tmp_path), tmp_path), "--input-shape", "input_ids:1x8x3"],
+           "rank 3")
+    assert not (tmp_path / "out.onnx").exists()
 
 
 def test_input_shape_conflicts_with_fixed_dim(tmp_path):
