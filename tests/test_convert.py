@@ -259,6 +259,33 @@ def test_if_and_loop_subgraphs_with_outer_scope_values():
         assert any(t.name == outer_weight and t.data_type == F16 for t in out.graph.initializer)
 
 
+def test_subgraph_reuses_a_cast_made_in_the_enclosing_graph():
+    grid = _init("grid", np.zeros((1, 4, 4, 2), np.float32))
+    then = helper.make_graph(
+        [helper.make_node("Relu", ["g"], ["t"], name="then/relu")], "then", [],
+        [helper.make_tensor_value_info("t", F, None)])
+    other = helper.make_graph(
+        [helper.make_node("Neg", ["g"], ["e"], name="else/neg")], "else", [],
+        [helper.make_tensor_value_info("e", F, None)])
+    nodes = [
+        helper.make_node("GridSample", ["x", "grid"], ["g"], name="gs"),  # float32 on CUDA
+        helper.make_node("Sigmoid", ["g"], ["s"], name="outer_use"),      # needs g as fp16
+        helper.make_node("ReduceSum", ["s"], ["total"], keepdims=0, name="sum"),
+        helper.make_node("Greater", ["total", "zero"], ["c"], name="cond"),
+        helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then, else_branch=other),
+    ]
+    proto = _model(nodes, [helper.make_tensor_value_info("x", F, [1, 1, 4, 4])],
+                   [helper.make_tensor_value_info("y", F, None)],
+                   [grid, _init("zero", np.array(0, np.float32))])
+    out, _ = _convert(proto)
+    casts_of_g = [n for n in out.graph.node if n.op_type == "Cast" and n.input[0] == "g"]
+    assert len(casts_of_g) == 1
+    for attr in _nodes(out, "If")[0].attribute:
+        assert not [n for n in attr.g.node if n.op_type == "Cast" and n.input[0] == "g"]
+    feeds = {"x": np.random.default_rng(10).standard_normal((1, 1, 4, 4)).astype(np.float32)}
+    _assert_close(_run(proto, feeds), _run(out, feeds))
+
+
 def test_overflowing_constants_are_clamped_and_reported():
     big = np.array([1e6, -7e4, 1.0, 1e-10, 0.0], np.float32)
     nodes = [helper.make_node("Add", ["x", "c"], ["y"], name="add")]

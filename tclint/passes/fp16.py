@@ -183,6 +183,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         model.graph.sort()
         self._model = model
         self._cast_cache: dict[tuple[int, ir.DataType, int], ir.Value] = {}
+        self._scopes: list[ir.Graph] = []
         self._const_cache: dict[tuple[int, ir.DataType], ir.Value] = {}
         self._replaced_constants: dict[int, ir.Value] = {}
         self._forced_fp32: dict[ir.Node, str] = {}
@@ -302,6 +303,13 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
     # Graph walk
     # ----------------------------------------------------------------------------------------
     def _convert_graph(self, graph: ir.Graph) -> None:
+        self._scopes.append(graph)
+        try:
+            self._convert_nodes(graph)
+        finally:
+            self._scopes.pop()
+
+    def _convert_nodes(self, graph: ir.Graph) -> None:
         for node in list(graph):
             if node.domain in ("", "ai.onnx") and node.op_type in _CONTROL_FLOW:
                 self._convert_control_flow(node, graph)
@@ -488,6 +496,12 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         key = (id(value), want, id(graph))
         if key in self._cast_cache:
             return self._cast_cache[key]
+        for outer in self._scopes[:-1]:
+            # A Cast made earlier in an enclosing graph precedes the node being converted there
+            # (the one holding this subgraph), so this subgraph can read it.
+            outer_key = (id(value), want, id(outer))
+            if outer_key in self._cast_cache:
+                return self._cast_cache[outer_key]
         producer = value.producer()
         if (
             producer is not None
