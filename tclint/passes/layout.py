@@ -591,7 +591,8 @@ class _Rewriter:
 
     def _batchnorm(self, node: ir.Node) -> bool:
         x = node.inputs[0]
-        if x not in self.nhwc or _used_outputs(node) != [0] or _attr_int(node, "training_mode", 0):
+        if (x not in self.nhwc or _used_outputs(node) != [0] or _attr_int(node, "training_mode", 0)
+                or not _attr_int(node, "spatial", 1)):  # opset < 9 per-activation BN
             return False
         params = [self._const(v) for v in node.inputs[1:5]]
         if len(params) != 4 or any(p is None or len(p.shape) != 1 for p in params):
