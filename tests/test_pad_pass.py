@@ -432,3 +432,15 @@ def test_only_padded_weights_are_materialised():
     assert {v.name for v in padded} == {"conv_w_padded", "conv_w_1_padded"}
     # the biases: conv_b is padded (a small eager tensor), conv_b_1 is the same object as before
     assert model.graph.initializers["conv_b_1"].const_value is untouched["conv_b_1"]
+
+
+def test_input_dims_left_misaligned_say_where_they_come_from():
+    """C=20 of the second conv comes from a Concat of an image input: nothing to pad it with."""
+    g = GraphBuilder("unfixable", seed=20)
+    x = g.input("x", [1, 10, 4, 4])
+    cat = g.node("Concat", [x, x], axis=1)
+    g.output(g.conv(g.node("Relu", [cat]), 20, 16, 1, name="conv"), "y")
+    model, result = pad_model(g.model())
+    [skip] = result.skipped
+    assert skip.node == "conv" and skip.reason.startswith("C=20 comes from Concat")
+    assert not result.changes

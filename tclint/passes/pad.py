@@ -400,9 +400,45 @@ class PadChannelsPass(ir.passes.InPlacePass):
             layer = by_key[k].layer
             rows.setdefault((layer.label, why), SkippedLayer(
                 node=layer.label, op=layer.op, dims=_layer_dims(layer), reason=why))
+        for layer, why in self._unfixed_inputs(plan, {s.layer.node for s in seeds.values()}):
+            rows.setdefault((layer.label, why), SkippedLayer(
+                node=layer.label, op=layer.op, dims=_layer_dims(layer), reason=why))
         skipped_rows = tuple(rows.values())
         self.result = _Rewriter(model, plan, seeds, self.layers).apply(skipped_rows)
         return ir.passes.PassResult(model, modified=bool(self.result.changes))
+
+    def _unfixed_inputs(self, plan: _Plan, padded: set) -> list[tuple[Layer, str]]:
+        """Reported layers whose input dim (conv C, GEMM K) stays misaligned: it is set by the
+        producer, which the pass did not pad. Said in the report rather than left silent."""
+        out = []
+        for layer, _cost in self.layers:
+            if self.only is not None and layer.label not in self.only:
+                continue
+            node = layer.node
+            if layer.conv is not None:
+                ci = layer.conv
+                if ci.depthwise or (ci.first_layer and ci.groups == 1 and (ci.c or 0) <= 4):
+                    continue
+                dim, name = ci.c_per_group, "C"
+            elif "K" in layer.weight_dims and layer.part == "":
+                dim, name = layer.k, "K"
+            else:
+                continue
+            if not padded_length(dim, self.target.multiple(layer.precision)) or node is None:
+                continue
+            edit = plan.edits.get(node)
+            if edit is not None and edit.in_map is not None:
+                continue
+            producer = _channel_source(node.inputs[0] if node.inputs else None)
+            where = f"{producer.op_type} {node_label(producer)!r}" if producer is not None else "a graph input"
+            if producer is not None and producer in padded:
+                why = f"{name}={dim} comes from {where}, whose padding cannot reach it"
+            elif producer is not None and _edit_kind(producer) is not None:
+                why = f"{name}={dim} comes from {where}, which is not padded"
+            else:
+                why = f"{name}={dim} comes from {where}; tclint pads it only through a padded producer"
+            out.append((layer, why))
+        return out
 
     # ---- CAN pad --------------------------------------------------------------------------
     def _candidate_seeds(self, graph: ir.Graph) -> tuple[dict[str, _Seed], dict[str, str]]:
@@ -535,6 +571,23 @@ def can_pad(layer: Layer, kind: str, graph: ir.Graph) -> str:
     if ref.tied_gather and ref.transposed is False:
         return "weight is shared with a Gather"
     return ""
+
+
+def _channel_source(value: ir.Value | None) -> ir.Node | None:
+    """The node that decides a tensor's channels: walk back through channel-wise ops."""
+    for _ in range(64):
+        if value is None:
+            return None
+        producer = value.producer()
+        if producer is None:
+            return None
+        op = producer.op_type
+        if op in _UNARY or op in _POOLS or op in ("BatchNormalization", "InstanceNormalization",
+                                                  "Resize", "Pad", "Flatten", "Squeeze"):
+            value = producer.inputs[0] if producer.inputs else None
+            continue
+        return producer
+    return None
 
 
 def _edit_kind(node: ir.Node) -> str | None:
@@ -706,7 +759,7 @@ class _Planner:
             self.set_out(node, edit.out_map)
 
     def visit_matmul(self, node: ir.Node, ref: WeightRef, s: ChannelMap | None, kind: str) -> None:
-        x, y = node.inputs[0], node.outputs[0]
+        x = node.inputs[0]
         edit = _GemmEdit(node, ref, kind)
         seeds: set = set()
         if s is not None:
