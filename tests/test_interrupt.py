@@ -289,3 +289,18 @@ def test_save_model_atomic_keeps_umask_permissions(small_model, tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "out.onnx").stat().st_mode) == 0o644
+
+
+def test_check_report_into_a_device_keeps_the_device(small_model, tmp_path):
+    """``tclint check m.onnx -o /dev/null`` writes into the device; it must not rename a
+    regular file over it (as root that replaces /dev/null). Checked on a copy of the node."""
+    node = tmp_path / "null"
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except (PermissionError, OSError):
+        pytest.skip("cannot create a device node here")
+    proc = subprocess.run([*_cmd(), "check", str(small_model), "--format", "json", "-o", str(node)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert stat.S_ISCHR(node.lstat().st_mode)
+    assert _leftovers(tmp_path) == ["null"]

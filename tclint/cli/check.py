@@ -114,9 +114,15 @@ def run(args: argparse.Namespace) -> int:
         if args.format == "table" else FORMATTERS[args.format](reports))
     if args.output:
         try:
-            tmp = Path(f"{args.output}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, args.output)
+            out = Path(args.output)
+            if out.exists() and not out.is_file():
+                # /dev/null, /dev/stdout, a FIFO: write into it; renaming over it would replace it
+                with open(out, "w") as f:
+                    f.write(text)
+            else:
+                tmp = Path(f"{args.output}.tmp")
+                tmp.write_text(text)
+                os.replace(tmp, args.output)
         except OSError as exc:
             raise OutputError(f"cannot write {args.output}: {exc.strerror}") from None
     else:
