@@ -104,14 +104,15 @@ def fix_model(
     external_data: bool | None = None,
     vocab_multiple: int | None = None,
     force: bool = False,
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
+    rtol: float | None = None,
+    atol: float | None = None,
 ) -> FixReport:
     """Pad what ``check`` reports in the model at ``path``; verify; write ``out_path``.
 
     ``options``: the check options (arch, dtype, dims, select/ignore, ...). ``force``: pad even
     where the cost model says padding does not pay. ``dry_run``: plan and report only (no
-    verification, nothing written). Raises :class:`VerificationError` (exit 1) when the
+    verification, nothing written). ``rtol``/``atol``: verification tolerance (None: by output
+    type, 1e-5 relative for float32; see :data:`tclint.verify.DEFAULT_TOLERANCE`). Raises :class:`VerificationError` (exit 1) when the
     rewritten model does not compute the same outputs; nothing is written then.
     """
     start = time.perf_counter()

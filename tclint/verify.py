@@ -5,7 +5,9 @@
 1. the ONNX checker accepts the rewritten model;
 2. graph inputs and outputs keep their names, element types and shapes (symbolic dims by name);
 3. onnxruntime (CPU provider) gives the same outputs on random inputs (two seeds) and on the
-   user's inputs (``.npz``), within ``atol + rtol * max|reference|`` per output.
+   user's inputs (``.npz``), within ``atol + rtol * max|reference|`` per output. The default
+   tolerance follows each output's type (:data:`DEFAULT_TOLERANCE`): padding adds exact zeros,
+   but a kernel may sum in another order once a dim changes.
 
 ``com.microsoft.NhwcConv`` has no CPU kernel: a model containing it is checked through an
 equivalent graph where each NhwcConv becomes Transpose-Conv-Transpose
@@ -36,6 +38,14 @@ _IN_MEMORY_LIMIT = 1 << 30
 
 Feeds = dict[str, np.ndarray]
 
+#: (rtol, atol) per output element type: about 2 units in the last place of the type.
+DEFAULT_TOLERANCE = {
+    np.dtype(np.float64): (1e-9, 1e-12),
+    np.dtype(np.float32): (1e-5, 1e-6),
+    np.dtype(np.float16): (2e-3, 1e-4),
+}
+_BF16_TOLERANCE = (1.6e-2, 1e-3)
+
 #: Random verification inputs larger than this (elements, about 1 GB of float32) are refused.
 _MAX_RANDOM_ELEMENTS = 1 << 28
 
@@ -58,8 +68,8 @@ class VerifyResult:
     signature: bool
     outputs: tuple[OutputDiff, ...]
     samples: int
-    rtol: float
-    atol: float
+    rtol: float | None  # None: by output type (DEFAULT_TOLERANCE)
+    atol: float | None
     message: str  # one line: "ok" or what failed
     seconds: float
 
@@ -77,8 +87,8 @@ def verify(
     inputs: str | os.PathLike | Sequence[Feeds] | None = None,
     dims: Mapping[str, int] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
+    rtol: float | None = None,
+    atol: float | None = None,
     random_samples: int = 2,
     compare: bool = True,
     nhwc_inputs: Sequence[str] = (),
@@ -165,7 +175,8 @@ def verify(
                 w = worst[name]
                 w[0] = max(w[0], diff)
                 w[1] = max(w[1], scale)
-                if not diff <= atol + rtol * scale:
+                rt, at = _tolerance(r.dtype, rtol, atol)
+                if not diff <= at + rt * scale:
                     w[2] = 1.0
                     ok_all = False
         diffs = tuple(OutputDiff(n, w[0], w[0] / w[1] if w[1] else w[0], not w[2])
@@ -177,13 +188,26 @@ def verify(
                         outputs=diffs)
         bad = max((d for d in diffs if not d.ok), key=lambda d: d.max_rel)
         return done(False, f"output {bad.name!r} differs: max abs {bad.max_abs:.3g}, max rel "
-                           f"{bad.max_rel:.3g} (rtol {rtol:g}, atol {atol:g})", outputs=diffs)
+                           f"{bad.max_rel:.3g} ({_tolerance_text(rtol, atol)})", outputs=diffs)
 
 
 # --------------------------------------------------------------------------------------------
 def _first_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text[:300] or type(exc).__name__
+
+
+def _tolerance(dtype: np.dtype, rtol: float | None, atol: float | None) -> tuple[float, float]:
+    default = DEFAULT_TOLERANCE.get(np.dtype(dtype))
+    if default is None:
+        default = _BF16_TOLERANCE if "bfloat16" in str(dtype) else DEFAULT_TOLERANCE[np.dtype(np.float32)]
+    return (default[0] if rtol is None else rtol, default[1] if atol is None else atol)
+
+
+def _tolerance_text(rtol: float | None, atol: float | None) -> str:
+    if rtol is None and atol is None:
+        return "tolerance by output type: rtol 1e-5 for float32, 2e-3 for float16"
+    return f"rtol {'auto' if rtol is None else format(rtol, 'g')}, atol {'auto' if atol is None else format(atol, 'g')}"
 
 
 def _checker_problem(model) -> str:

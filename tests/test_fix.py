@@ -404,3 +404,29 @@ def test_installed_command_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "2 layers padded" in proc.stdout
     assert_equivalent(src, out)
+
+
+def test_float16_model_keeps_its_type_and_verifies_at_float16_tolerance(tmp_path):
+    g = GraphBuilder("half", seed=6, dtype=np.float16)
+    x = g.input("x", [1, 16, 8, 8], TensorProto.FLOAT16)
+    y = g.node("Relu", [g.conv(x, 16, 12, 3, name="c1")])
+    g.output(g.conv(y, 12, 16, 3, name="c2"), "y", elem=TensorProto.FLOAT16, shape=[1, 16, 8, 8])
+    src = save(tmp_path, g.model(), "half.onnx")
+    out = tmp_path / "half.fixed.onnx"
+    report = fix_model(src, out, force=True)
+    assert report.verification.ok and len(report.changes) == 2
+    m = onnx.load(str(out))
+    assert {i.data_type for i in m.graph.initializer if len(i.dims) == 4} == {TensorProto.FLOAT16}
+    # float32 tolerance is too tight for a float16 sum taken in another order
+    with pytest.raises(VerificationError):
+        fix_model(src, tmp_path / "strict.onnx", force=True, rtol=1e-6, atol=0)
+
+
+def test_fix_is_idempotent(tmp_path):
+    src = save(tmp_path, ARCHITECTURES["densenet"](), "d.onnx")
+    once, twice = tmp_path / "once.onnx", tmp_path / "twice.onnx"
+    fix_model(src, once, force=True)
+    report = fix_model(once, twice, force=True)
+    assert not report.changes and not report.inserted and report.findings_before == 0
+    assert [n.op_type for n in onnx.load(str(once)).graph.node] == \
+        [n.op_type for n in onnx.load(str(twice)).graph.node]

@@ -162,3 +162,15 @@ def test_unsupported_input_type_is_a_one_line_input_error(tmp_path):
         verify(save(tmp_path, proto), as_ir(proto))
     # with compare=False nothing is run
     assert verify(save(tmp_path, proto), as_ir(proto), compare=False).ok
+
+
+def test_default_tolerance_follows_the_output_type(tmp_path):
+    from tclint.verify import DEFAULT_TOLERANCE
+
+    assert DEFAULT_TOLERANCE[np.dtype(np.float32)][0] == 1e-5
+    proto = small_net()
+    model = as_ir(proto)
+    w = model.graph.initializers["conv_w"]
+    w.const_value = ir.tensor(w.const_value.numpy() * np.float32(1 + 1e-4))
+    res = verify(save(tmp_path, proto), model)  # float32 outputs: 1e-5 relative
+    assert not res.ok and "tolerance by output type" in res.message

@@ -44,8 +44,11 @@ def register(sub) -> None:
     g.add_argument("--inputs", metavar="NPZ",
                    help="also verify on these inputs (.npz, one array per graph input; an extra "
                         "leading axis holds several samples)")
-    g.add_argument("--rtol", type=float, default=1e-5, help="relative tolerance (default 1e-5)")
-    g.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance (default 1e-6)")
+    g.add_argument("--rtol", type=float, default=None,
+                   help="relative tolerance, of each output's largest value (default by type: "
+                        "1e-5 float32, 2e-3 float16)")
+    g.add_argument("--atol", type=float, default=None,
+                   help="absolute tolerance (default by type: 1e-6 float32, 1e-4 float16)")
     g.add_argument("--external-data", action="store_true", default=None,
                    help="write weights to OUT.data (automatic over 2 GB)")
     g.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
@@ -64,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.dry_run and not args.output:
         raise UsageError("fix needs -o OUTPUT (or --dry-run)")
-    if args.rtol < 0 or args.atol < 0:
+    if (args.rtol is not None and args.rtol < 0) or (args.atol is not None and args.atol < 0):
         raise UsageError("--rtol and --atol must be >= 0")
     if args.vocab_multiple is not None and args.vocab_multiple < 1:
         raise UsageError("--vocab-multiple must be a positive integer")
