@@ -444,3 +444,22 @@ def test_input_dims_left_misaligned_say_where_they_come_from():
     [skip] = result.skipped
     assert skip.node == "conv" and skip.reason.startswith("C=20 comes from Concat")
     assert not result.changes
+
+
+def test_depthwise_with_channel_multiplier_and_conv1d():
+    g = GraphBuilder("dw2", seed=21)
+    x = g.input("x", [1, 16, 12])
+    w1 = g.weight("w1", (10, 16, 3))
+    y = g.node("Conv", [x, w1], name="c1", kernel_shape=[3], pads=[1, 1])
+    w2 = g.weight("w2", (20, 1, 3))  # depthwise, multiplier 2
+    y = g.node("Conv", [g.node("Relu", [y]), w2], name="dw", kernel_shape=[3], pads=[1, 1], group=10)
+    w3 = g.weight("w3", (16, 20, 1))
+    g.output(g.node("Conv", [y, w3], name="c3", kernel_shape=[1]), "y", shape=[1, 16, 12])
+    proto = g.model()
+    model, result = pad_model(proto)
+    dw = node(model, "dw")
+    assert dw.attributes["group"].value == 16 and weight(model, dw).shape == (32, 1, 3)
+    assert weight(model, node(model, "c3")).shape == (16, 32, 1)
+    assert "Slice" not in ops(model)
+    feeds = {"x": np.random.default_rng(2).standard_normal((1, 16, 12)).astype(np.float32)}
+    assert_same_outputs(proto, model, feeds)
