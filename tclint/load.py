@@ -128,16 +128,30 @@ def _validate_proto(path: Path, proto: onnx.ModelProto) -> None:
     for tensor in proto.graph.initializer:
         if any(d < 0 for d in tensor.dims):
             raise InputError(f"{path}: initializer {tensor.name!r} has a negative dim {list(tensor.dims)}")
-    seen: set[str] = set()
-    for index, node in enumerate(proto.graph.node):
-        # proto2 strings that are not valid UTF-8 come back as bytes: the file is corrupt
+    # proto2 strings that are not valid UTF-8 come back as bytes: the file is corrupt
+    nodes = [n for f in proto.functions for n in _proto_nodes(f.node)]
+    for node in [*_proto_nodes(proto.graph.node), *nodes]:
         if not all(isinstance(t, str) for t in (node.op_type, node.domain, node.name, *node.input, *node.output)):
-            raise InputError(f"{path}: node {index} has a name or op type that is not valid UTF-8 (corrupt file)")
+            raise InputError(f"{path}: a node has a name or op type that is not valid UTF-8 (corrupt file)")
+    seen: set[str] = set()
+    for node in proto.graph.node:
         for out in node.output:
             if out and out in seen:
                 raise InputError(f"{path}: value {out!r} is produced twice (duplicate name)")
             if out:
                 seen.add(out)
+
+
+def _proto_nodes(nodes):
+    """Nodes of a graph and of every subgraph (If/Loop/Scan bodies) inside it."""
+    for node in nodes:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _proto_nodes(attr.g.node)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for sub in attr.graphs:
+                    yield from _proto_nodes(sub.node)
 
 
 def _check_opsets(path: Path, model: ir.Model) -> None:

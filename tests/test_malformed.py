@@ -14,10 +14,12 @@ folder, and dims whose FLOP counts overflow.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import json
 import os
+import resource
 import stat
 import subprocess
 import sys
@@ -40,11 +42,34 @@ MAX_OPSET = onnx.defs.onnx_opset_version()
 FUZZ_WRITERS = [c for c in os.environ.get("TCLINT_FUZZ_WRITERS", ",".join(WRITERS)).split(",") if c in WRITERS]
 
 
+def _control_flow_model() -> onnx.ModelProto:
+    """An If whose branches hold GEMMs on an outer-scope weight, and a model-local function."""
+    f = TensorProto.FLOAT
+    w = numpy_helper.from_array(np.ones((20, 36), np.float32), "w")
+    then_g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"], name="then_mm")],
+                               "then", [], [helper.make_tensor_value_info("t", f, [6, 36])])
+    else_g = helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["e"], name="else_gemm")],
+                               "else", [], [helper.make_tensor_value_info("e", f, [6, 36])])
+    fn = helper.make_function("local", "Lin", ["a", "b"], ["c"],
+                              [helper.make_node("MatMul", ["a", "b"], ["c"])],
+                              [helper.make_opsetid("", 17)])
+    v = numpy_helper.from_array(np.ones((36, 10), np.float32), "v")
+    g = helper.make_graph(
+        [helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_g, else_branch=else_g),
+         helper.make_node("Lin", ["y", "v"], ["z"], name="call", domain="local")],
+        "cf", [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+               helper.make_tensor_value_info("x", f, [6, 20])],
+        [helper.make_tensor_value_info("z", f, [6, 10])], [w, v])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+                             functions=[fn])
+
+
 def _base_models() -> dict[str, onnx.ModelProto]:
     return {
         "conv": examples.single_conv(c=3, k=30, image=8),
         "gpt2": examples.gpt2(layers=1, hidden=32, heads=4, vocab=100),
         "gemm": examples.single_gemm(m=24, n=40, k=20, transposed=True),
+        "control_flow": _control_flow_model(),
     }
 
 
@@ -67,8 +92,30 @@ def assert_one_behaviour(run, *, allow_report: bool = True, quiet_ok: bool = Fal
         assert quiet_ok or run.stdout.strip(), "a normal report prints something"
 
 
+#: address space a check of a tiny model may use (a blow-up fails instead of taking the machine)
+MEMORY_LIMIT = 6 << 30
+
+
+@contextlib.contextmanager
+def memory_limit(limit: int = MEMORY_LIMIT):
+    """Cap this process's address space while a command runs (allocations then fail with
+    MemoryError, which main() reports as 'out of memory': the tests treat that as a failure)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ValueError, OSError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+
+
 def check(path: Path, *extra: str, fmt: str = "json"):
-    run = run_main(["check", str(path), "--format", fmt, *extra], timeout_s=TIMEOUT_S)
+    with memory_limit():
+        run = run_main(["check", str(path), "--format", fmt, *extra], timeout_s=TIMEOUT_S)
+    assert "out of memory" not in run.stderr, f"a tiny model blew up memory: {run.stderr}"
     # GitHub annotations are only printed for findings: a clean model prints nothing
     assert_one_behaviour(run, quiet_ok=fmt == "github")
     if run.exit_code in (0, 1) and fmt == "json":
@@ -126,6 +173,24 @@ def _values(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 def _mutate(m: onnx.ModelProto, data) -> str:
     """Apply one drawn mutation to ``m`` in place; return its name (for the failure report)."""
     g = m.graph
+    inner = [a.g for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
+    if inner and data.draw(st.booleans(), label="in_subgraph"):
+        g = data.draw(st.sampled_from(inner), label="subgraph")
+    elif m.functions and data.draw(st.booleans(), label="in_function"):
+        fn = m.functions[0]
+        if not fn.node:
+            return "function:empty"
+        n = fn.node[0]
+        what = data.draw(st.sampled_from(["op", "input", "output", "drop"]), label="fn_mutation")
+        if what == "op":
+            n.op_type = data.draw(st.sampled_from(["Gemm", "Conv", "NotAnOp", "Lin"]), label="fn_op")
+        elif what == "input":
+            n.input[0] = data.draw(st.sampled_from(["b", "nope", "c"]), label="fn_in")
+        elif what == "output":
+            fn.output[0] = data.draw(st.sampled_from(["a", "nope"]), label="fn_out")
+        else:
+            del fn.node[:]
+        return f"function:{what}"
     kind = data.draw(st.sampled_from([
         "dim", "dim_param", "drop_shape", "attr_int", "attr_ints", "dangling", "cycle",
         "dup_output", "dup_node", "dup_init", "dup_input", "dtype", "init_dtype", "init_dims",
