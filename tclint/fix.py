@@ -265,7 +265,7 @@ def _restore_shapes(model: ir.Model, snapshot: dict, original_outputs: list, res
                     dims[axis] = size
                     shape = ir.Shape(dims)
             value.shape = shape
-        elif value not in outputs:
+        elif value not in outputs and not value.is_initializer():
             value.shape = None  # inserted by the pass: onnxruntime infers it
     for value, original in zip(model.graph.outputs, original_outputs):
         if value is not original:

@@ -430,3 +430,23 @@ def test_fix_is_idempotent(tmp_path):
     assert not report.changes and not report.inserted and report.findings_before == 0
     assert [n.op_type for n in onnx.load(str(once)).graph.node] == \
         [n.op_type for n in onnx.load(str(twice)).graph.node]
+
+
+@pytest.mark.parametrize("name", ["test_Conv2d", "test_Conv1d_pad1"])
+def test_old_ir_models_keep_initializers_listed_as_inputs(tmp_path, name):
+    """IR version 3 / opset <= 9 exports (initializers listed as inputs, Slice-1 and Pad-2 take
+    attributes) are padded with the ops of their own opset."""
+    src = LIGHT.parent / "pytorch-converted" / name / "model.onnx"
+    out = tmp_path / "fixed.onnx"
+    report = fix_model(src, out, force=True)
+    assert report.changes and report.verification.ok
+    m = onnx.load(str(out))
+    assert m.ir_version < 4
+    assert {i.name for i in m.graph.initializer} <= {i.name for i in m.graph.input}
+    real_inputs = [i.name for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer}]
+    assert real_inputs == [i.name for i in onnx.load(str(src)).graph.input
+                           if i.name not in {t.name for t in onnx.load(str(src)).graph.initializer}]
+    for n in m.graph.node:
+        if n.op_type in ("Slice", "Pad"):
+            assert len(n.input) == 1  # attribute form of the old opsets
+    assert_equivalent(src, out)

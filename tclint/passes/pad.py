@@ -382,6 +382,22 @@ class PadChannelsPass(ir.passes.InPlacePass):
 
     # ---- pass protocol --------------------------------------------------------------------
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        # IR version < 4 requires every initializer to be listed as a graph input too; those
+        # are weights, not inputs callers feed: hide them while rewriting, list them again after.
+        old_ir = model.ir_version is not None and model.ir_version < 4
+        listed = [v for v in model.graph.inputs if v.is_initializer()] if old_ir else []
+        for v in listed:
+            model.graph.inputs.remove(v)
+        try:
+            return self._call(model)
+        finally:
+            if old_ir:
+                present = set(model.graph.initializers.values())
+                for v in [*listed, *model.graph.initializers.values()]:
+                    if v in present and v not in model.graph.inputs:
+                        model.graph.inputs.append(v)
+
+    def _call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         seeds, skipped = self._candidate_seeds(graph)
         opset = model.opset_imports.get("", 1)
@@ -1065,6 +1081,7 @@ class _Rewriter:
     def __init__(self, model: ir.Model, plan: _Plan, seeds: dict[str, _Seed], layers) -> None:
         self.model = model
         self.graph = model.graph
+        self.opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
         self.plan = plan
         self.seeds = seeds
         self.layer_of = {layer.node: layer for layer, _ in layers if layer.node is not None}
@@ -1124,10 +1141,17 @@ class _Rewriter:
         state = self.plan.states[value]
         producer = value.producer()
         if state.is_prefix:
-            starts = self.initializer(f"{value.name}_slice_starts", ir.tensor(np.array([0], np.int64)))
-            ends = self.initializer(f"{value.name}_slice_ends", ir.tensor(np.array([state.size], np.int64)))
-            axes = self.initializer(f"{value.name}_slice_axes", ir.tensor(np.array([state.axis], np.int64)))
-            node = ir.node("Slice", [value, starts, ends, axes], name=self.unique(f"{value.name}_restore"))
+            name = self.unique(f"{value.name}_restore")
+            if self.opset < 10:  # Slice-1: starts/ends/axes are attributes
+                rank = len(value.shape) if value.shape is not None else None
+                axis = state.axis if rank is None else rank + state.axis
+                node = ir.node("Slice", [value], {"starts": [0], "ends": [state.size],
+                                                  "axes": [axis]}, name=name)
+            else:
+                starts = self.initializer(f"{value.name}_slice_starts", ir.tensor(np.array([0], np.int64)))
+                ends = self.initializer(f"{value.name}_slice_ends", ir.tensor(np.array([state.size], np.int64)))
+                axes = self.initializer(f"{value.name}_slice_axes", ir.tensor(np.array([state.axis], np.int64)))
+                node = ir.node("Slice", [value, starts, ends, axes], name=name)
         else:
             idx = self.initializer(f"{value.name}_channel_map", ir.tensor(state.pos.astype(np.int64)))
             node = ir.node("Gather", [value, idx], {"axis": state.axis},
@@ -1323,8 +1347,12 @@ class _Rewriter:
         c, p = edit.input_pad
         pads = np.zeros(2 * rank, np.int64)
         pads[rank + 1] = p - c
-        pads_v = self.initializer(f"{x.name}_channel_pads", ir.tensor(pads))
-        pad = ir.node("Pad", [x, pads_v], {"mode": "constant"}, name=self.unique(f"{x.name}_pad_channels"))
+        name = self.unique(f"{x.name}_pad_channels")
+        if self.opset < 11:  # Pad-2: pads is an attribute
+            pad = ir.node("Pad", [x], {"mode": "constant", "pads": [int(p) for p in pads]}, name=name)
+        else:
+            pads_v = self.initializer(f"{x.name}_channel_pads", ir.tensor(pads))
+            pad = ir.node("Pad", [x, pads_v], {"mode": "constant"}, name=name)
         out = pad.outputs[0]
         out.name = self.unique(f"{x.name}_c{p}")
         out.dtype = x.dtype
