@@ -111,10 +111,29 @@ def convert_model(
     model, label = _load(path_or_model)
     weight_bytes = model_weight_bytes(model)
     small = weight_bytes <= _VERIFY_LIMIT_BYTES
-    feeds = _feeds(model, inputs) if (verify or auto) and small else []
+    if auto and not verify:
+        raise UsageError("--auto runs the model: it cannot be combined with --no-verify")
+    feeds = _feeds(model, inputs) if verify and small else []
+    reference = None
+    if verify and small:
+        say("loading the float32 model in onnxruntime")
+        try:
+            ref_session = _session(model, label)
+        except VerificationError as exc:
+            raise InputError(str(exc).replace("the converted model", "the input model")) from None
     if feeds:
         say("running the float32 model")
-    reference = _run(model, feeds) if feeds else None
+        try:
+            reference = [_run_session(ref_session, f) for f in feeds]
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
+            if inputs is not None:
+                raise InputError(f"{label}: the float32 model does not run on the given inputs: "
+                                 f"{_one_line(exc)}") from None
+            logger.warning("the float32 model does not run on random inputs (%s); outputs are "
+                           "not compared (give --inputs)", _one_line(exc))
+            feeds = []
+    if auto and not feeds:
+        raise UsageError("--auto needs inputs the model runs on: give --inputs")
 
     auto_info = None
     keep_nodes: dict[str, str] = {}
@@ -149,7 +168,11 @@ def convert_model(
         session = _session(model, label)
         loads = True
         if feeds and reference is not None and not _has_low_random_ops(model):
-            got = [_run_session(session, f) for f in feeds]
+            try:
+                got = [_run_session(session, f) for f in feeds]
+            except Exception as exc:  # noqa: BLE001
+                raise VerificationError(f"{label}: the converted model fails on inputs the float32 "
+                                        f"model runs on: {_one_line(exc)}") from None
             max_abs, max_rel = _errors(reference, got)
     if out_path is not None:
         say(f"writing {out_path}")
@@ -287,6 +310,10 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
         ) from None
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
 def _has_low_random_ops(model: ir.Model) -> bool:
     """onnxruntime's CPU provider aborts (not raises) on FP16/BF16 random ops: do not run them."""
     return any(
@@ -298,11 +325,6 @@ def _has_low_random_ops(model: ir.Model) -> bool:
 def _run_session(session, feeds: Feeds) -> list[np.ndarray]:
     names = {i.name for i in session.get_inputs()}
     return session.run(None, {k: v for k, v in feeds.items() if k in names})
-
-
-def _run(model: ir.Model, feeds: list[Feeds]) -> list[list[np.ndarray]]:
-    session = _session(model, "float32 model")
-    return [_run_session(session, f) for f in feeds]
 
 
 def _errors(reference: list[list[np.ndarray]], got: list[list[np.ndarray]]) -> tuple[float, float]:

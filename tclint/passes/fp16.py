@@ -179,7 +179,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
         LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
         NameFixPass()(model)
         if any(v.dtype is None for n in model.graph.all_nodes() for v in n.outputs):
-            ShapeInferencePass(strict_mode=False)(model)
+            infer_types(model)
         model.graph.sort()
         self._model = model
         self._cast_cache: dict[tuple[int, ir.DataType, int], ir.Value] = {}
@@ -250,6 +250,8 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
             return False, self._forced_fp32[node]
         if node.op_type == "Cast":
             return True, None
+        if _has_non_tensor_io(node):
+            return False, "sequence/optional values stay float32"
         if node.domain in ("", "ai.onnx") and (
             node.op_type in _FOLLOW_OPS or not any(_is_floaty(v) for v in node.outputs)
         ):
@@ -342,7 +344,7 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
                     _set_dtype(node.outputs[0], like.dtype)
                 return
             for k, out in enumerate(node.outputs):
-                if out.dtype == FLOAT and k not in fp32_out:
+                if _is_tensor(out) and out.dtype == FLOAT and k not in fp32_out:
                     _set_dtype(out, self.low)
         elif node.op_type in _DTYPE_ATTR_LIKE and node.outputs[0].dtype == FLOAT:
             # The input may now be low precision: pin the output type explicitly.
@@ -707,6 +709,18 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
 # --------------------------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------------------------
+def infer_types(model: ir.Model) -> None:
+    """ONNX shape inference (weights hidden from it); on failure, keep the types the model has."""
+    ir_logger = logging.getLogger("onnx_ir.passes.common.shape_inference")
+    level = ir_logger.level
+    ir_logger.setLevel(logging.ERROR)  # it logs a full traceback at WARNING
+    try:
+        if not ShapeInferencePass(strict_mode=False)(model).modified:
+            logger.info("shape inference failed or found nothing; using the types in the model")
+    finally:
+        ir_logger.setLevel(level)
+
+
 _SCHEMA_CACHE: dict[tuple, bool] = {}
 
 
@@ -754,14 +768,25 @@ def _set_dtype(value: ir.Value, dtype: ir.DataType) -> None:
     value.type = ir.TensorType(dtype)
 
 
+def _is_tensor(value: ir.Value | None) -> bool:
+    """A plain tensor, or a value of unknown type (sequences and optionals are left alone)."""
+    return value is not None and (value.type is None or isinstance(value.type, ir.TensorType))
+
+
 def _is_floaty(value: ir.Value | None) -> bool:
-    return value is not None and value.dtype in (FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
+    return _is_tensor(value) and value.dtype in (FLOAT, ir.DataType.FLOAT16, ir.DataType.BFLOAT16)
 
 
 def _touches_float(node: ir.Node) -> bool:
-    if any(_is_floaty(v) for v in node.inputs) or any(v.dtype == FLOAT for v in node.outputs):
+    if any(_is_floaty(v) for v in node.inputs) or any(
+        _is_tensor(v) and v.dtype == FLOAT for v in node.outputs
+    ):
         return True
     return False
+
+
+def _has_non_tensor_io(node: ir.Node) -> bool:
+    return any(v is not None and not _is_tensor(v) for v in (*node.inputs, *node.outputs))
 
 
 def _is_constant(value: ir.Value) -> bool:

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx_ir as ir
-from onnx_ir.passes.common import NameFixPass, ShapeInferencePass
+from onnx_ir.passes.common import NameFixPass
 
 from tclint import specs
-from tclint.passes.fp16 import LOW_TYPES, ConvertFloat16Pass
+from tclint.passes.fp16 import LOW_TYPES, ConvertFloat16Pass, infer_types
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def find_fp32_nodes(
     feeds = list(feeds)
     NameFixPass()(model)
     if any(v.dtype is None for n in model.graph for v in n.outputs):
-        ShapeInferencePass(strict_mode=False)(model)
+        infer_types(model)
     low_type = LOW_TYPES[dtype]
     fmt = specs.FLOAT_FORMATS[dtype]
     data_max = specs.AUTOCAST_DATA_MAX.value if data_max is None else data_max
