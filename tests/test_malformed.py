@@ -116,6 +116,8 @@ def check(path: Path, *extra: str, fmt: str = "json"):
     with memory_limit():
         run = run_main(["check", str(path), "--format", fmt, *extra], timeout_s=TIMEOUT_S)
     assert "out of memory" not in run.stderr, f"a tiny model blew up memory: {run.stderr}"
+    for text in (run.stdout, run.stderr):  # also where a library caught it and carried on
+        assert "MemoryError" not in text and "bad_alloc" not in text, f"memory blow-up: {text[:2000]}"
     # GitHub annotations are only printed for findings: a clean model prints nothing
     assert_one_behaviour(run, quiet_ok=fmt == "github")
     if run.exit_code in (0, 1) and fmt == "json":
