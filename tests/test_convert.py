@@ -286,6 +286,21 @@ def test_subgraph_reuses_a_cast_made_in_the_enclosing_graph():
     _assert_close(_run(proto, feeds), _run(out, feeds))
 
 
+def test_sequence_values_keep_their_sequence_type():
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"], name="relu"),
+        helper.make_node("SequenceConstruct", ["r", "x"], ["seq"], name="pack"),
+        helper.make_node("SequenceAt", ["seq", "one"], ["item"], name="at"),
+        helper.make_node("Sigmoid", ["item"], ["y"], name="sig"),
+    ]
+    proto = _model(nodes, [helper.make_tensor_value_info("x", F, [3])],
+                   [helper.make_tensor_value_info("y", F, [3])], [_init("one", np.array(1, np.int64))])
+    out, conv = _convert(proto)
+    assert {k.name for k in conv.stats.kept} == {"pack", "at"}
+    feeds = {"x": np.array([-1.0, 0.5, 2.0], np.float32)}
+    _assert_close(_run(proto, feeds), _run(out, feeds))
+
+
 def test_overflowing_constants_are_clamped_and_reported():
     big = np.array([1e6, -7e4, 1.0, 1e-10, 0.0], np.float32)
     nodes = [helper.make_node("Add", ["x", "c"], ["y"], name="add")]
@@ -340,6 +355,16 @@ def test_keep_io_types_off_makes_io_fp16():
     assert out.graph.output[0].type.tensor_type.elem_type == F16
     x = np.random.default_rng(7).standard_normal((1, 3, 16, 16)).astype(np.float32)
     _assert_close(_run(proto, {"input": x}), _run(out, {"input": x.astype(np.float16)}))
+
+
+def test_cpu_provider_keeps_ops_without_cpu_fp16_kernels():
+    proto = M.resnet(blocks=(1,), width=8, image=16, classes=4)
+    out, conv = _convert(proto, provider="cpu")
+    kept_ops = {k.op_type for k in conv.stats.kept}
+    assert {"Conv", "Relu", "Gemm"} <= kept_ops  # onnxruntime CPU has float-only kernels for them
+    assert all("on cpu" in k.reason for k in conv.stats.kept)
+    x = np.random.default_rng(11).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    _assert_close(_run(proto, {"input": x}), _run(out, {"input": x}))
 
 
 def test_bf16_conversion_passes_checker():

@@ -17,11 +17,7 @@ import ml_dtypes
 import numpy as np
 import onnx
 import onnx_ir as ir
-from onnx_ir.passes.common import (
-    LiftConstantsToInitializersPass,
-    NameFixPass,
-    ShapeInferencePass,
-)
+from onnx_ir.passes.common import LiftConstantsToInitializersPass, NameFixPass
 
 from tclint import specs
 
@@ -710,15 +706,33 @@ class ConvertFloat16Pass(ir.passes.InPlacePass):
 # Small helpers
 # --------------------------------------------------------------------------------------------
 def infer_types(model: ir.Model) -> None:
-    """ONNX shape inference (weights hidden from it); on failure, keep the types the model has."""
-    ir_logger = logging.getLogger("onnx_ir.passes.common.shape_inference")
-    level = ir_logger.level
-    ir_logger.setLevel(logging.ERROR)  # it logs a full traceback at WARNING
+    """Fill in missing value types with ONNX shape inference (run with the weights hidden).
+
+    Whole type objects are copied, so sequence and optional values keep their kind (onnx-ir's
+    ShapeInferencePass sets ``dtype``, which turns an untyped sequence into a tensor). On
+    failure the model keeps the types it has.
+    """
+    from onnx_ir.passes.common import _c_api_utils
+
+    def infer(proto: onnx.ModelProto) -> onnx.ModelProto:
+        return onnx.shape_inference.infer_shapes(proto, check_type=False, strict_mode=False,
+                                                 data_prop=True)
+
     try:
-        if not ShapeInferencePass(strict_mode=False)(model).modified:
-            logger.info("shape inference failed or found nothing; using the types in the model")
-    finally:
-        ir_logger.setLevel(level)
+        inferred = ir.serde.deserialize_model(_c_api_utils.call_onnx_api(infer, model))
+    except Exception as exc:  # noqa: BLE001 - inference is best effort
+        logger.info("shape inference failed (%s); using the types in the model", exc)
+        return
+    for graph, inferred_graph in zip(model.graphs(), inferred.graphs()):
+        known = ir.convenience.create_value_mapping(inferred_graph)
+        for name, value in ir.convenience.create_value_mapping(graph).items():
+            other = known.get(name)
+            if other is None:
+                continue
+            if value.type is None and other.type is not None:
+                value.type = other.type
+            if value.shape is None and other.shape is not None:
+                value.shape = other.shape
 
 
 _SCHEMA_CACHE: dict[tuple, bool] = {}
