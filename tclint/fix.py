@@ -67,6 +67,7 @@ class FixReport:
     seconds: float
     #: report of ``tclint convert`` when --fp16 ran after the fix
     fp16: dict | None = None
+    notes: tuple[str, ...] = ()
 
     @property
     def speedup(self) -> float:
@@ -88,7 +89,7 @@ class FixReport:
             "findings_before": self.findings_before, "findings_after": self.findings_after,
             "findings_left_on_changed": list(self.findings_left_on_changed),
             "verification": None if self.verification is None else self.verification.to_dict(),
-            "seconds": round(self.seconds, 3), "fp16": self.fp16,
+            "seconds": round(self.seconds, 3), "fp16": self.fp16, "notes": list(self.notes),
         }
 
 
@@ -133,6 +134,14 @@ def fix_model(
     snapshot = {v: v.shape for v in _values(model.graph)}
     original_outputs = list(model.graph.outputs)
     before = analyse(model, options, model_name=Path(path).name)
+    notes: list[str] = []
+    verify_dims, verify_shapes = options.dims, options.input_shapes
+    out_elements = _output_elements(model)
+    if (verify_dims or verify_shapes) and out_elements > _VERIFY_OUTPUT_ELEMENTS:
+        # the bound dims are for the cost model; random verification runs on dims of 1
+        verify_dims, verify_shapes = {}, {}
+        notes.append(f"random verification inputs use symbolic dims of 1: the bound dims give "
+                     f"{out_elements:,} output elements")
     wanted = [f for f in before.findings if f.code in ALIGNMENT_CODES]
     only = {f.path for f in wanted}
 
@@ -165,8 +174,8 @@ def fix_model(
                            or (layout_info and (layout_info.get("convs_converted")
                                                 or layout_info.get("transposes_removed")
                                                 or layout_info.get("inputs_nhwc"))))
-        verification = verify(path, model, inputs=inputs, dims=options.dims,
-                              input_shapes=options.input_shapes, rtol=rtol, atol=atol,
+        verification = verify(path, model, inputs=inputs, dims=verify_dims,
+                              input_shapes=verify_shapes, rtol=rtol, atol=atol,
                               compare=changed_any or inputs is not None,
                               nhwc_inputs=tuple((layout_info or {}).get("inputs_nhwc", ())))
         if not verification.ok:
@@ -183,12 +192,28 @@ def fix_model(
         estimated_time_us_before=before.cost.total_s * 1e6,
         estimated_time_us_after=after.cost.total_s * 1e6,
         findings_before=len(wanted), findings_after=len(after_findings),
-        findings_left_on_changed=left, verification=verification,
+        findings_left_on_changed=left, verification=verification, notes=tuple(notes),
         seconds=time.perf_counter() - start,
     )
 
 
 # --------------------------------------------------------------------------------------------
+#: Random verification with the user's bound dims is skipped above this many output elements
+#: (two sessions hold them in float64 for the comparison).
+_VERIFY_OUTPUT_ELEMENTS = 1 << 26
+
+
+def _output_elements(model: ir.Model) -> int:
+    total = 0
+    for v in model.graph.outputs:
+        if v.shape is not None and all(isinstance(d, int) for d in v.shape):
+            n = 1
+            for d in v.shape:
+                n *= d
+            total += n
+    return total
+
+
 def _external_policy(model: ir.Model, external_data: bool | None) -> bool | None:
     """A model read with external data is written with its own data file (so the output never
     points at the input's file); ``external_data=False`` inlines every weight."""
@@ -342,6 +367,8 @@ def format_table(report: FixReport) -> str:
         lines += ["", f"FP16: {report.fp16.get('nodes_low_precision')} of "
                       f"{report.fp16.get('nodes_total')} nodes converted; max rel error "
                       f"{report.fp16.get('max_rel_error')}"]
+    for note in report.notes:
+        lines.append(f"  note: {note}")
     lines.append(f"  time: {report.seconds:.2f} s")
     return "\n".join(lines) + "\n"
 

@@ -450,3 +450,13 @@ def test_old_ir_models_keep_initializers_listed_as_inputs(tmp_path, name):
         if n.op_type in ("Slice", "Pad"):
             assert len(n.input) == 1  # attribute form of the old opsets
     assert_equivalent(src, out)
+
+
+def test_large_bound_dims_are_for_the_cost_model_not_for_random_verification(tmp_path):
+    src = save(tmp_path, examples.gpt2(layers=1, hidden=16, heads=2, vocab=50257), "lm.onnx")
+    report = fix_model(src, tmp_path / "lm.fixed.onnx",
+                       options=CheckOptions(dims={"batch": 8, "seq": 256}), force=True)
+    assert [c.node for c in report.changes] == ["lm_head"]
+    assert report.verification.ok
+    assert report.notes and "symbolic dims of 1" in report.notes[0]
+    assert report.changes[0].extra_flops == 2 * 8 * 256 * 16 * (50304 - 50257)
