@@ -16,7 +16,7 @@ from tclint.examples import GraphBuilder
 from tclint.fix import ALIGNMENT_CODES, fix_model
 from tclint.lint import check_model
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 CHANGED: list[int] = []  # layers padded per example, to show the properties exercise padding
@@ -36,7 +36,7 @@ def conv_network(data) -> onnx.ModelProto:
     for _ in range(draw(st.integers(2, 7))):
         kind = draw(st.sampled_from(["conv", "conv", "conv", "bn", "act", "const", "pool",
                                      "resize", "pad", "residual", "concat", "instnorm", "depthwise",
-                                     "grouped", "clip", "gap"]))
+                                     "grouped", "clip", "gap", "nhwc_roundtrip"]))
         if kind == "conv":
             k = draw(st.integers(2, 40))
             y = g.conv(y, c, k, draw(st.sampled_from([1, 3])), bias=draw(st.booleans()))
@@ -73,6 +73,9 @@ def conv_network(data) -> onnx.ModelProto:
             pads = g.ints("pads", [0, 0, 1, 1, 0, 0, 1, 1])
             y = g.node("Pad", [y, pads], mode="constant")
             hw += 2
+        elif kind == "nhwc_roundtrip":
+            t = g.node("Sigmoid", [g.node("Transpose", [y], perm=[0, 2, 3, 1])])
+            y = g.node("Transpose", [t], perm=[0, 3, 1, 2])
         elif kind == "gap":
             y = g.node("GlobalAveragePool", [y])
             hw = 1
@@ -112,7 +115,7 @@ def gemm_network(data) -> onnx.ModelProto:
     seen = []
     for _ in range(draw(st.integers(1, 6))):
         kind = draw(st.sampled_from(["linear", "linear", "act", "swiglu", "bias", "residual",
-                                     "softmax", "layernorm", "gemm"]))
+                                     "softmax", "layernorm", "gemm", "transpose", "slice"]))
         if kind == "linear":
             n = draw(st.integers(2, 70))
             y = g.linear(y, h, n, bias=draw(st.booleans()), transposed=draw(st.booleans()))
@@ -139,6 +142,13 @@ def gemm_network(data) -> onnx.ModelProto:
                 y = g.node("Add", [y, match[-1]])
         elif kind == "softmax":
             y = g.node("Softmax", [y], axis=-1)
+        elif kind == "transpose":  # features to axis 1 and back, an activation in between
+            t = g.node("Relu", [g.node("Transpose", [y], perm=[0, 2, 1])])
+            y = g.node("Transpose", [t], perm=[0, 2, 1])
+        elif kind == "slice":  # a window of the sequence (not of the features)
+            y = g.node("Slice", [y, g.ints("st", [1]), g.ints("en", [3]), g.ints("ax", [1])])
+            y = g.node("Concat", [y, g.node("Slice", [y, g.ints("st", [0]), g.ints("en", [1]),
+                                                      g.ints("ax", [1])])], axis=1)
         elif kind == "layernorm":
             y = g.layer_norm(y, h)
         seen.append((y, h))

@@ -280,7 +280,7 @@ def test_per_channel_constants_are_padded_with_finite_values():
     assert_same_outputs(proto, model, {"x": image(16, 4)})
 
 
-@pytest.mark.parametrize("op", ["Softmax", "Reshape", "Transpose", "LRN"])
+@pytest.mark.parametrize("op", ["Softmax", "Reshape", "LRN"])
 def test_ops_that_mix_channels_read_the_original_channels(op):
     g = GraphBuilder("mixers", seed=12)
     x = g.input("x", [1, 16, 4, 4])
@@ -289,8 +289,6 @@ def test_ops_that_mix_channels_read_the_original_channels(op):
         y = g.node("Softmax", [y], axis=1)
     elif op == "Reshape":
         y = g.node("Reshape", [y, g.ints("shape", [1, 10, 16])])
-    elif op == "Transpose":
-        y = g.node("Transpose", [y], perm=[0, 2, 3, 1])
     else:
         y = g.node("LRN", [y], size=3)
     g.output(y, "y")
@@ -463,3 +461,39 @@ def test_depthwise_with_channel_multiplier_and_conv1d():
     assert "Slice" not in ops(model)
     feeds = {"x": np.random.default_rng(2).standard_normal((1, 16, 12)).astype(np.float32)}
     assert_same_outputs(proto, model, feeds)
+
+
+def test_layout_ops_carry_the_padded_axis_to_where_it_ends_up():
+    """Transpose / Unsqueeze / Slice / Split move or keep the channel axis: the map follows it
+    (NCHW -> NHWC here), and the graph outputs get the original channels on the new axis."""
+    g = GraphBuilder("moves", seed=22)
+    x = g.input("x", [1, 16, 4, 6])
+    y = g.node("Relu", [g.conv(x, 16, 10, 1, name="c1")])
+    t = g.node("Transpose", [y], perm=[0, 2, 3, 1])  # [1, 4, 6, 10]: channels last
+    u = g.node("Unsqueeze", [t, g.ints("ax", [1])])  # [1, 1, 4, 6, 10]
+    sl = g.node("Slice", [u, g.ints("st", [1]), g.ints("en", [5]), g.ints("axs", [3])])  # W 6 -> 4
+    a, b = g.node("Split", [sl, g.ints("sp", [2, 2])], axis=2, n_out=2)
+    g.output(a, "a", shape=[1, 1, 2, 4, 10])
+    g.output(b, "b", shape=[1, 1, 2, 4, 10])
+    proto = g.model()
+    model, result = pad_model(proto)
+    assert weight(model, node(model, "c1")).shape == (16, 16, 1, 1)
+    restores = [n for n in model.graph if n.op_type == "Slice" and n.name.endswith("_restore")]
+    assert len(restores) == 2
+    for n in restores:
+        assert n.inputs[3].const_value.numpy().tolist() == [-1]  # channels are last now
+    assert [v.name for v in model.graph.outputs] == ["a", "b"]
+    feeds = {"x": np.random.default_rng(5).standard_normal((1, 16, 4, 6)).astype(np.float32)}
+    assert_same_outputs(proto, model, feeds)
+
+
+def test_split_along_the_padded_axis_restores_first():
+    g = GraphBuilder("split_c", seed=23)
+    x = g.input("x", [1, 16, 4, 4])
+    a, b = g.node("Split", [g.conv(x, 16, 10, 1, name="c1"), g.ints("sp", [5, 5])], axis=1, n_out=2)
+    g.output(g.node("Add", [a, b]), "y", shape=[1, 5, 4, 4])
+    proto = g.model()
+    model, _ = pad_model(proto)
+    split = next(n for n in model.graph if n.op_type == "Split")
+    assert split.inputs[0].producer().op_type == "Slice"
+    assert_same_outputs(proto, model, {"x": image(16, 4)})

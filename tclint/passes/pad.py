@@ -684,6 +684,10 @@ class _Planner:
             "Flatten": self.visit_flatten,
             "Reshape": self.visit_reshape,
             "Squeeze": self.visit_squeeze,
+            "Unsqueeze": self.visit_unsqueeze,
+            "Transpose": self.visit_transpose,
+            "Slice": self.visit_slice,
+            "Split": self.visit_split,
             "Resize": self.visit_resize,
             "Upsample": self.visit_resize,
             "Pad": self.visit_pad,
@@ -988,6 +992,83 @@ class _Planner:
             return
         new_axis = s.axis + sum(1 for a in axes if a > cp)
         self.set_out(node, ChannelMap(new_axis, s.size, s.padded, s.pos, s.seeds))
+
+    def _axes(self, node: ir.Node, input_index: int) -> list[int] | None:
+        """``axes`` from the attribute (older opsets) or a constant input (newer ones)."""
+        axes = _int_list(_attr(node, "axes", None))
+        if axes is None and len(node.inputs) > input_index and node.inputs[input_index] is not None:
+            arr = _const_array(node.inputs[input_index])
+            axes = None if arr is None else [int(a) for a in arr.ravel()]
+        return axes
+
+    def visit_unsqueeze(self, node: ir.Node) -> None:
+        s = self._single_state(node)
+        if s is None:
+            return
+        r_out = _rank(node.outputs[0])
+        axes = self._axes(node, 1)
+        r_in = _rank(node.inputs[0])
+        if r_out is None or r_in is None or axes is None:
+            self.restore(node.inputs[0], node, 0, "Unsqueeze with unknown axes")
+            return
+        axes = sorted(a + r_out if a < 0 else a for a in axes)
+        kept = [i for i in range(r_out) if i not in axes]  # output positions of input dims
+        if len(kept) != r_in:
+            self.restore(node.inputs[0], node, 0, "Unsqueeze with inconsistent axes")
+            return
+        new_pos = kept[r_in + s.axis]
+        self.set_out(node, ChannelMap(new_pos - r_out, s.size, s.padded, s.pos, s.seeds))
+
+    def visit_transpose(self, node: ir.Node) -> None:
+        s = self._single_state(node)
+        if s is None:
+            return
+        r = _rank(node.inputs[0])
+        perm = _int_list(_attr(node, "perm", None))
+        if r is not None and perm is None:
+            perm = list(range(r))[::-1]
+        if r is None or perm is None or sorted(perm) != list(range(r)):
+            self.restore(node.inputs[0], node, 0, "Transpose with unknown perm")
+            return
+        new_pos = perm.index(r + s.axis)
+        self.set_out(node, ChannelMap(new_pos - r, s.size, s.padded, s.pos, s.seeds))
+
+    def visit_slice(self, node: ir.Node) -> None:
+        s = self._single_state(node)
+        if s is None:
+            return
+        r = _rank(node.inputs[0])
+        if self.opset < 10:
+            axes = _int_list(_attr(node, "axes", None))
+            if axes is None and r is not None:
+                starts = _int_list(_attr(node, "starts", None)) or []
+                axes = list(range(len(starts)))
+        elif len(node.inputs) > 3 and node.inputs[3] is not None:
+            arr = _const_array(node.inputs[3])
+            axes = None if arr is None else [int(a) for a in arr.ravel()]
+        else:
+            arr = _const_array(node.inputs[1]) if len(node.inputs) > 1 else None
+            axes = None if arr is None else list(range(arr.size))
+        if r is None or axes is None or (r + s.axis) in [a + r if a < 0 else a for a in axes]:
+            self.restore(node.inputs[0], node, 0, "Slice of the padded axis")
+            return
+        self.set_out(node, s)
+
+    def visit_split(self, node: ir.Node) -> None:
+        s = self.state(node.inputs[0])
+        for i, v in enumerate(node.inputs[1:], start=1):
+            if self.state(v) is not None:
+                self.restore(v, node, i, "Split sizes")
+        if s is None:
+            return
+        r = _rank(node.inputs[0])
+        axis = int(_attr(node, "axis", 0))
+        if r is None or (axis + r if axis < 0 else axis) == r + s.axis:
+            self.restore(node.inputs[0], node, 0, "Split along the padded axis")
+            return
+        for i, out in enumerate(node.outputs):
+            if out is not None:
+                self.set_out(node, s, i)
 
     def visit_resize(self, node: ir.Node) -> None:
         s = self._single_state(node)
