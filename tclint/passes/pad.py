@@ -15,7 +15,8 @@ Rewrite cases, in plain words:
    too: activations, Clip, BatchNormalization (scale 0, bias 0, mean 0, var 1) and
    InstanceNormalization (scale 0, bias 0), Add/Sub/Mul/Div/Max/Min/Sum with per-channel
    constants (Div pads its divisor with 1), pooling, Resize, Pad on other axes, Dropout,
-   Identity, Cast, reductions over other axes, and Add/Mul/Sum joining two tensors padded the
+   Identity, Cast, reductions and Softmax over other axes, Transpose/Unsqueeze/Squeeze (the map
+   follows the axis), Slice/Split on other axes, and Add/Mul/Sum joining two tensors padded the
    same way. Padded channels hold finite values (zero filters give zeros; only ops that map
    finite values to finite values carry them).
 3. A padded tensor that reaches a conv pads that conv's input channels with zero weights (per
@@ -24,9 +25,10 @@ Rewrite cases, in plain words:
 4. A Concat along channels carries a channel map (where each original channel now sits), so a
    DenseNet-style concat of padded pieces needs no Slice; a Flatten (or Reshape to [N, -1]) of a
    padded [N, C, H, W] tensor carries the map into the next Gemm, whose padded rows are zero.
-5. Anything else (Reshape, Transpose, Softmax/reductions over channels, LayerNorm, a graph output,
-   ops the pass does not know) gets the original channels back through one Slice (or a Gather
-   when the map is not a prefix), shared by all such consumers. A graph output keeps its name.
+5. Anything else (Reshape, Softmax/reductions over channels, LayerNorm, Slice/Split of the
+   channels, a graph output, ops the pass does not know) gets the original channels back through
+   one Slice (or a Gather when the map is not a prefix), shared by all such consumers. A graph
+   output keeps its name, type and shape.
 6. First layer: a 3-channel image gets a 4th zero channel through a Pad node inside the graph
    (the model's inputs are unchanged) and the first conv a zero input channel.
 7. MatMul/Gemm with a stored weight and N not aligned: zero weight columns (and bias); an LM head
