@@ -460,3 +460,16 @@ def test_large_bound_dims_are_for_the_cost_model_not_for_random_verification(tmp
     assert report.verification.ok
     assert report.notes and "symbolic dims of 1" in report.notes[0]
     assert report.changes[0].extra_flops == 2 * 8 * 256 * 16 * (50304 - 50257)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tclint.passes.layout") is None,
+                    reason="the NHWC layout pass is not in this tree")
+def test_nhwc_inputs_are_verified_with_transposed_data(tmp_path):
+    src = save(tmp_path, examples.resnet50(image=32, blocks=(1, 1)), "r.onnx")
+    out = tmp_path / "r.nhwc.onnx"
+    report = fix_model(src, out, layout="nhwc", nhwc_inputs=True)
+    assert report.layout_changes["inputs_nhwc"] == ["input"] or \
+        report.layout_changes["inputs_nhwc"] == ("input",)
+    assert report.verification.ok
+    dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 32, 32, 3]
