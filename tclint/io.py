@@ -8,7 +8,9 @@ An interrupted or failed write leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import stat
 import tempfile
@@ -120,9 +122,11 @@ def _write_and_rename(model: ir.Model, dest: Path, folder: Path, data_name: str,
     """Write under temporary names, rename into place; remove the temporaries on any failure."""
     tmp_model = tmp_data = None
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
-        os.close(fd)
-        tmp_model = Path(tmp_name)
+        # a signal between mkstemp creating the file and `tmp_model` naming it would orphan it
+        with _deferred_signals():
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            tmp_model = Path(tmp_name)
         os.chmod(tmp_model, _new_file_mode(dest))
         if external_data:
             # The model refers to its data file by name; write it under a temporary name and
@@ -142,6 +146,11 @@ def _write_and_rename(model: ir.Model, dest: Path, folder: Path, data_name: str,
             if leftover is not None:
                 with contextlib.suppress(OSError):
                     leftover.unlink()
+                # onnx-ir writes external data through its own temporary folder
+                # (".<name>.XXXX/"); an interrupt can leave it behind
+                for stray in folder.glob(f".{glob.escape(leftover.name)}.*"):
+                    with contextlib.suppress(OSError):
+                        shutil.rmtree(stray) if stray.is_dir() else stray.unlink()
 
 
 def _retarget_external_data(model_path: Path, old: str, new: str) -> None:
