@@ -151,6 +151,8 @@ def fix_model(
         pad(model)
     except MalformedModelError as exc:
         raise InputError(f"{path}: {exc}") from None
+    except ir.passes.PostconditionError as exc:
+        raise VerificationError(f"{path}: fix not written: {exc}") from None
     result = pad.result
     assert result is not None
     _restore_shapes(model, snapshot, original_outputs, result.resized)

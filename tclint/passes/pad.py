@@ -383,6 +383,14 @@ class PadChannelsPass(ir.passes.InPlacePass):
         self.result: PadResult | None = None
 
     # ---- pass protocol --------------------------------------------------------------------
+    def requires(self, model: ir.Model) -> None:
+        self._signature = _signature(model)
+
+    def ensures(self, model: ir.Model) -> None:
+        """Graph inputs (other than weights) and outputs keep their names, types and shapes."""
+        if _signature(model) != self._signature:
+            raise ir.passes.PostconditionError("the graph's input/output signature changed")
+
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         # IR version < 4 requires every initializer to be listed as a graph input too; those
         # are weights, not inputs callers feed: hide them while rewriting, list them again after.
@@ -542,6 +550,16 @@ class PadChannelsPass(ir.passes.InPlacePass):
         if state is not None:
             n = n * state.padded / max(state.size, 1)
         return 2 * n * elem / self.target.bandwidth + self.launch_s
+
+
+def _signature(model: ir.Model) -> tuple:
+    def key(v: ir.Value):
+        shape = None if v.shape is None else tuple(
+            d if isinstance(d, int) else getattr(d, "value", None) for d in v.shape)
+        return v.name, v.dtype, shape
+
+    inputs = tuple(key(v) for v in model.graph.inputs if not v.is_initializer())
+    return inputs, tuple(key(v) for v in model.graph.outputs)
 
 
 def _layer_dims(layer: Layer) -> dict[str, int | None]:
@@ -846,7 +864,8 @@ class _Planner:
             return
         r = _rank(node.inputs[0])
         params = node.inputs[1:1 + len(fills)]
-        if r is None or s.axis != 1 - r or not all(_const_shape(p) == (s.size,) for p in params):
+        if r is None or s.axis != 1 - r or len(params) != len(fills) \
+                or not all(_const_shape(p) == (s.size,) for p in params):
             self.restore(node.inputs[0], node, 0, f"{node.op_type} parameters are not per-channel constants")
             return
         for i, fill in enumerate(fills, start=1):
@@ -1189,6 +1208,7 @@ class _Rewriter:
         return value
 
     def apply(self, skipped: tuple[SkippedLayer, ...]) -> PadResult:
+        declared = {v: v.shape for v in self.graph.outputs}  # a restored output keeps its own
         for edit in self.plan.edits.values():
             self.rewrite_gemm(edit)
         for node, index, fill, state, axis in self.plan.const_pads:
@@ -1201,7 +1221,7 @@ class _Rewriter:
         for value, state in self.plan.states.items():
             self.resize(value, state)
         for value, users in self.plan.restores.items():
-            self.insert_restore(value, users)
+            self.insert_restore(value, users, declared.get(value))
         for value in self.unused:
             if value.name in self.graph.initializers and not value.uses() \
                     and not value.is_graph_output() and not value.is_graph_input():
@@ -1220,7 +1240,8 @@ class _Rewriter:
         dims[ax] = state.padded
         value.shape = ir.Shape(dims)
 
-    def insert_restore(self, value: ir.Value, users: list[tuple[ir.Node | None, int]]) -> None:
+    def insert_restore(self, value: ir.Value, users: list[tuple[ir.Node | None, int]],
+                       declared: ir.Shape | None = None) -> None:
         state = self.plan.states[value]
         producer = value.producer()
         if state.is_prefix:
@@ -1254,6 +1275,7 @@ class _Rewriter:
             if user is not None:
                 user.replace_input_with(index, out)
         if graph_output:
+            out.shape = declared
             name = value.name
             value.name = self.unique(f"{name}_padded")
             out.name = name
