@@ -46,8 +46,8 @@ DEFAULT_TOLERANCE = {
 }
 _BF16_TOLERANCE = (1.6e-2, 1e-3)
 
-#: Random verification inputs larger than this (elements, about 1 GB of float32) are refused.
-_MAX_RANDOM_ELEMENTS = 1 << 28
+#: Random verification inputs larger than this (elements, 128 MB of float32) are refused.
+_MAX_RANDOM_ELEMENTS = 1 << 25
 
 
 @dataclass(frozen=True)
