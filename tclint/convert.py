@@ -221,8 +221,18 @@ def _load(path_or_model) -> tuple[ir.Model, str]:
             model = ir.load(path)
         except Exception as exc:  # noqa: BLE001 - any parse failure is bad input
             raise InputError(f"{path}: not a readable ONNX model ({exc})") from None
+    _check_initializer_types(model, path)
     require_readable_weights(model, path)
     return model, str(path)
+
+
+def _check_initializer_types(model: ir.Model, label) -> None:
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            tensor = value.const_value
+            dtype = tensor.dtype if tensor is not None else value.dtype
+            if dtype is None or dtype == ir.DataType.UNDEFINED:
+                raise InputError(f"{label}: initializer {value.name!r} has no element type")
 
 
 def load_feeds(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -268,7 +278,10 @@ def _feeds(model: ir.Model, inputs) -> list[Feeds]:
 def _as_input_dtype(model: ir.Model, name: str, array: np.ndarray) -> np.ndarray:
     for v in model.graph.inputs:
         if v.name == name and v.dtype is not None:
-            return np.asarray(array, dtype=v.dtype.numpy())
+            try:
+                return np.asarray(array, dtype=v.dtype.numpy())
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"input {name!r} cannot be given as {v.dtype}: {exc}") from None
     return array
 
 
@@ -280,7 +293,11 @@ def random_feeds(model: ir.Model, *, seed: int = 0) -> Feeds:
         if v.is_initializer():
             continue
         dims = [d if isinstance(d, int) else 1 for d in (v.shape or [])]
-        dtype = v.dtype.numpy() if v.dtype is not None else np.float32
+        try:
+            dtype = np.dtype(v.dtype.numpy()) if v.dtype is not None else np.dtype(np.float32)
+        except TypeError:
+            raise InputError(f"graph input {v.name!r} has element type {v.dtype}, which has no "
+                             "numpy equivalent") from None
         if np.issubdtype(dtype, np.floating):
             feeds[v.name] = rng.standard_normal(dims).astype(dtype)
         elif dtype == np.bool_:

@@ -68,7 +68,7 @@ def small_constant(value: ir.Value | None) -> np.ndarray | None:
     if value is None or value.const_value is None or value.dtype not in _FLOATS:
         return None
     tensor = value.const_value
-    if tensor.nbytes > SMALL_TENSOR_BYTES:
+    if tensor.dtype not in _FLOATS or tensor.nbytes > SMALL_TENSOR_BYTES:
         return None
     try:
         return np.asarray(tensor.numpy(), dtype=np.float64)
