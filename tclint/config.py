@@ -91,8 +91,8 @@ def load_config(pyproject: Path | None) -> dict:
 def _convert(table: dict, where: str) -> dict:
     out = {}
     for key, value in table.items():
-        if key in ("overrides", "models"):
-            continue
+        if key in ("overrides", "models", "convert"):
+            continue  # per-model overrides; [tool.tclint.convert] belongs to `tclint convert`
         if key not in _KEYS:
             raise UsageError(f"{where}: unknown [tool.tclint] key {key!r}")
         name = _KEYS[key]

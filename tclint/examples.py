@@ -150,7 +150,7 @@ class GraphBuilder:
 
     def rms_norm(self, x: str, d: int) -> str:
         sq = self.node("Mul", [x, x])
-        mean = self.node("ReduceMean", [sq, self.ints("axes", [-1])], keepdims=1)
+        mean = self.node("ReduceMean", [sq], axes=[-1], keepdims=1)  # axes attribute until opset 18
         eps = self.node("Add", [mean, self.const("eps", np.float32(1e-6))])
         r = self.node("Sqrt", [eps])
         y = self.node("Div", [x, r])

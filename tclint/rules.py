@@ -397,7 +397,8 @@ def _hazards(ctx: Context, code: str) -> Iterator[Finding]:
 
 _HAZARD_FIX = {
     "TC301": "tclint convert clamps it into range and reports it; or keep the consumer in FP32 (--block-node)",
-    "TC302": "tclint convert keeps the epsilon's Add in FP32 (or use a fused LayerNormalization)",
+    "TC302": "tclint convert raises it to the smallest FP16 value and reports it; "
+             "--keep-norm-epsilon keeps its Add/Sqrt in FP32 instead",
     "TC303": "tclint convert keeps it FP32 with Casts around it; check the provider with --provider",
     "TC304": "tclint convert --auto finds which of these must stay FP32 from real inputs",
 }
