@@ -579,7 +579,8 @@ def reason_group(reason: str) -> str:
     text = re.sub(r"(?:[\w.\-]*/)+[\w.\-]+(?:\.onnx|\.data)?:?\s*", "", text)
     text = re.sub(r"\[ONNXRuntimeError\] : \d+ : ", "", text)
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
-    text = re.sub(r"\b\d{3,}(\.\d+)?(e-?\d+)?\b", "N", text)
+    text = re.sub(r"\b\d+\.\d+(e-?\d+)?\b|\b\d{3,}\b", "N", text)  # measurements, big numbers
+    text = re.sub(r"\b([A-Z]\w*)=\d+", r"\1=N", text)  # dims: C=2, K=10
     text = re.sub(r"Name:'…' Status Message:.*", "", text)
     return text.strip()[:160]
 
