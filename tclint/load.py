@@ -126,6 +126,11 @@ def _validate_proto(path: Path, proto: onnx.ModelProto) -> None:
                     logger.info("%s: dim %d of %r treated as unknown", path, d.dim_value, vi.name)
                     d.ClearField("dim_value")
     for tensor in proto.graph.initializer:
+        try:
+            ir.DataType(tensor.data_type)
+        except ValueError:
+            raise InputError(f"{path}: initializer {tensor.name!r} has an unknown data type "
+                             f"{tensor.data_type}") from None
         if any(d < 0 for d in tensor.dims):
             raise InputError(f"{path}: initializer {tensor.name!r} has a negative dim {list(tensor.dims)}")
     # proto2 strings that are not valid UTF-8 come back as bytes: the file is corrupt
