@@ -641,3 +641,33 @@ def test_huge_initializer_dims_are_not_allocated(tmp_path):
     assert json.loads(run.stdout)["models"][0]["layers"][0]["N"] == 2**40 + 5
     _writers_refuse(path, tmp_path, "missing")
 
+
+
+@pytest.mark.parametrize("command", WRITERS)
+@pytest.mark.parametrize("case", ["undefined_type", "no_shape", "string_type"])
+def test_writers_on_inputs_without_usable_type_or_shape(tmp_path, command, case):
+    """Found by the fuzz: verification feeds random inputs built from the input's type and shape;
+    without a usable one the writer must decline in one line (or write a model that loads)."""
+    m = copy.deepcopy(BASES["conv"])
+    tt = m.graph.input[0].type.tensor_type
+    if case == "undefined_type":
+        tt.elem_type = TensorProto.UNDEFINED
+    elif case == "no_shape":
+        tt.ClearField("shape")
+    else:
+        tt.elem_type = TensorProto.STRING
+    path = _write(tmp_path, m.SerializeToString())
+    out = tmp_path / "out.onnx"
+    run = run_main([command, str(path), "-o", str(out)], timeout_s=TIMEOUT_S)
+    assert not run.error, run.error
+    if run.exit_code == 0:
+        assert out.exists()
+    else:
+        assert run.exit_code in (1, 2)
+        assert len([line for line in run.stderr.splitlines() if line.startswith("tclint: error:")]) == 1
+        assert not out.exists()
+    assert _leftovers_ok(tmp_path)
+
+
+def _leftovers_ok(folder: Path) -> bool:
+    return sorted(p.name for p in folder.iterdir()) in (["m.onnx"], ["m.onnx", "out.onnx"])
