@@ -15,7 +15,6 @@ over FP32 is reported too.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import tempfile
@@ -40,6 +39,7 @@ from tclint.bench import (
 from tclint.config import CheckOptions
 from tclint.convert import convert_model
 from tclint.errors import InputError, OutputError, VerificationError
+from tclint.fix import fix_model
 from tclint.html_report import render_html
 from tclint.io import save_model_atomic
 from tclint.lint import check_model
@@ -70,16 +70,6 @@ class OptimizeReport:
     steps: tuple[Step, ...]
     #: what report.json holds (also what report.html renders)
     results: dict
-
-
-def _fix_module():
-    """``tclint.fix`` when it is installed in this tree (it is written separately)."""
-    try:
-        return importlib.import_module("tclint.fix")
-    except ModuleNotFoundError as exc:
-        if exc.name != "tclint.fix":
-            raise
-        return None
 
 
 def optimize_model(
@@ -153,19 +143,8 @@ def optimize_model(
 
         # 2. fix -----------------------------------------------------------------------------
         t = begin("fix")
-        fixed_path, changes, fix_info = path, [], None
-        fix = _fix_module()
-        if fix is None:
-            notes.append(
-                "fix step skipped: tclint.fix is not available in this installation, "
-                "so 'fixed+fp16' is the original converted to FP16"
-            )
-            done("fix", t, "tclint.fix not available", status="skipped")
-        else:
-            fixed_path, changes, fix_info = _run_fix(
-                fix, path, tmp / "fixed.onnx", options, inputs_npz
-            )
-            done("fix", t, f"{len(changes)} layers changed")
+        fixed_path, changes, fix_info = _run_fix(path, tmp / "fixed.onnx", options, inputs_npz)
+        done("fix", t, f"{len(changes)} layers changed")
 
         # 3. convert -------------------------------------------------------------------------
         t = begin("convert")
@@ -297,9 +276,9 @@ def optimize_model(
     )
 
 
-def _run_fix(fix, path, out_path, options, inputs_npz) -> tuple[str, list[dict], dict]:
+def _run_fix(path, out_path, options, inputs_npz) -> tuple[str, list[dict], dict]:
     """Run ``tclint.fix.fix_model`` (verified on onnxruntime CPU before it writes)."""
-    report = fix.fix_model(path, out_path, options=options, inputs=inputs_npz)
+    report = fix_model(path, out_path, options=options, inputs=inputs_npz)
     changes = [dict(c.to_dict(), note=c.reason) for c in report.changes]
     return str(out_path), changes, report.to_dict()
 

@@ -733,7 +733,7 @@ def _einsum(b: _Builder, node, path):
 
 def _rnn(gates: int):
     def handler(b: _Builder, node, path):
-        x, w, r = node.inputs[0], node.inputs[1], node.inputs[2]
+        x, w = node.inputs[0], node.inputs[1]
         sx, sw = _shape(x), _shape(w)
         if sw is None or len(sw) != 3:
             return False

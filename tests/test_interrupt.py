@@ -17,7 +17,6 @@ leaves nothing behind. ``save_model_atomic`` is also driven directly by a small 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import resource
 import signal
@@ -33,8 +32,7 @@ import pytest
 
 from tclint import examples
 
-WRITERS = [c for c in ("fix", "convert") if importlib.util.find_spec(f"tclint.cli.{c}") is not None]
-needs_writers = pytest.mark.skipif(not WRITERS, reason="neither fix nor convert exists yet")
+WRITERS = ["fix", "convert"]
 
 
 def _sha(path: Path) -> str:
@@ -103,7 +101,6 @@ def _interrupt(command: str, src: Path, folder: Path, sig: int, *, delay: float 
     return proc
 
 
-@needs_writers
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("command", WRITERS)
 def test_interrupt_mid_write(big_model, reference, tmp_path, command, sig):
@@ -125,7 +122,6 @@ def _delay_cases(full: bool):
             for sig in ([signal.SIGINT, signal.SIGTERM] if full else [(signal.SIGINT, signal.SIGTERM)[i % 2]])]
 
 
-@needs_writers
 @pytest.mark.parametrize("fraction,sig", _delay_cases(False))
 @pytest.mark.parametrize("command", WRITERS)
 def test_interrupt_after_delay(big_model, reference, tmp_path, command, fraction, sig):
@@ -138,7 +134,6 @@ def test_interrupt_after_delay(big_model, reference, tmp_path, command, fraction
 @pytest.mark.slow
 @pytest.mark.skipif(os.environ.get("TCLINT_SLOW") != "1",
                     reason="full delay grid (36 runs, ~1 min): set TCLINT_SLOW=1")
-@needs_writers
 @pytest.mark.parametrize("fraction,sig", _delay_cases(True))
 @pytest.mark.parametrize("command", WRITERS)
 def test_interrupt_delay_grid(big_model, reference, tmp_path, command, fraction, sig):
@@ -166,7 +161,6 @@ def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-@needs_writers
 @pytest.mark.parametrize("command", WRITERS)
 def test_read_only_folder(small_model, tmp_path, command):
     if os.geteuid() == 0:
@@ -194,7 +188,6 @@ def _limit_file_size(limit: int):
     return preexec
 
 
-@needs_writers
 @pytest.mark.parametrize("command", WRITERS)
 def test_full_location(big_model, tmp_path, command):
     src, src_sha = big_model
@@ -207,7 +200,6 @@ def test_full_location(big_model, tmp_path, command):
     assert _sha(src) == src_sha
 
 
-@needs_writers
 @pytest.mark.parametrize("command", WRITERS)
 def test_device_or_pipe_as_output_is_refused(small_model, tmp_path, command):
     """An output path that is not a regular file (a FIFO here; /dev/full or /dev/null alike)
@@ -222,7 +214,6 @@ def test_device_or_pipe_as_output_is_refused(small_model, tmp_path, command):
     assert _leftovers(tmp_path) == ["pipe"]
 
 
-@needs_writers
 def test_dev_full_is_refused_without_touching_it(small_model, tmp_path):
     """/dev/full itself: refused before anything is written (checked on a copy of the node
     when we may create one, so a regression cannot replace the real device)."""

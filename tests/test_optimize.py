@@ -14,10 +14,9 @@ import pytest
 from tclint.cli import main
 from tclint.config import CheckOptions
 from tclint.errors import VerificationError
-from tclint.optimize import STEPS, _fix_module, optimize_model
+from tclint.optimize import STEPS, optimize_model
 
 FAST = {"warmup": 1, "runs": 10}
-HAS_FIX = _fix_module() is not None
 
 
 @pytest.fixture(scope="module")
@@ -194,17 +193,6 @@ def test_no_bench_and_bad_input(cnn, tmp_path, capsys):
     assert main(["optimize", cnn, "-o", str(blocker / "sub"), "--dim", "batch=1"]) == 2
 
 
-@pytest.mark.skipif(HAS_FIX, reason="tclint.fix is installed: the fix step runs")
-def test_missing_fix_step_is_stated(cnn, tmp_path):
-    report = optimize_model(
-        cnn, tmp_path / "out", options=CheckOptions(dims={"batch": 1}), bench=False
-    )
-    (fix,) = [s for s in report.steps if s.name == "fix"]
-    assert fix.status == "skipped"
-    assert any("fix step skipped" in n for n in report.results["notes"])
-    assert report.results["changes"] == []
-
-
 def test_measured_layers_in_the_chart(cnn, tmp_path):
     # On CPU per-layer times are off by default (they are not GPU times); asked for, they come
     # from onnxruntime's profiler and land next to the estimates in the chart.
@@ -227,7 +215,6 @@ def test_measured_layers_in_the_chart(cnn, tmp_path):
     }
 
 
-@pytest.mark.skipif(not HAS_FIX, reason="tclint.fix is not in this tree yet")
 def test_fix_step_pads_and_the_report_shows_it(mlp, tmp_path):
     report = optimize_model(mlp, tmp_path / "out", options=CheckOptions(dims={"batch": 64}), **FAST)
     data = _check_outputs(

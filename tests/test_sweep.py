@@ -16,7 +16,6 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
@@ -111,8 +110,7 @@ def test_compare_outputs_detects_a_changed_weight(tmp_path):
 
 def test_independent_check_of_fixed_outputs_on_a_sample(result, tmp_path):
     """Re-run a sample of fixed models here and compare with the originals (beyond the judge)."""
-    if "fix" not in result.commands:
-        pytest.skip("tclint fix does not exist in this tree yet")
+    assert "fix" in result.commands
     fixed = [o.model for o in result.by_command("fix") if o.changed]
     assert len(fixed) >= 5, "the examples suite must exercise the padding rewrite"
     root = sweep.data_root()

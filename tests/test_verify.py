@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import onnx
@@ -130,8 +129,6 @@ def test_nan_in_the_rewritten_output_fails(tmp_path):
     assert not res.ok and "inf" in res.message
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tclint.passes.layout") is None,
-                    reason="the NHWC layout pass is not in this tree")
 def test_nhwc_conv_is_expanded_for_the_cpu(tmp_path):
     from tclint.passes.layout import NhwcLayoutPass
 

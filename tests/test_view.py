@@ -126,7 +126,7 @@ def test_conv_1d_3d_and_transpose(tmp_path):
 
 
 def test_integer_and_quantized_ops(tmp_path):
-    i8, u8 = TensorProto.INT8, TensorProto.UINT8
+    u8 = TensorProto.UINT8
     nodes = [
         helper.make_node("MatMulInteger", ["a", "b"], ["y1"], name="mmi"),
         helper.make_node("QLinearMatMul", ["a", "s", "z", "b", "s", "zi", "s", "z"], ["y2"], name="qmm"),
