@@ -83,3 +83,45 @@ def test_tc304_overflow_prone_ops():
     assert h.code == "TC304" and h.dims["exponent"] == 3.0
     soft = _model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], _x((1, 2048)), _y())
     assert _codes(soft) == ["TC304"]
+
+
+def test_tc301_ignores_a_few_tiny_weights_among_many():
+    w = np.random.default_rng(0).standard_normal(4096).astype(np.float32)
+    w[7] = 1e-9  # one weight of 4096 flushes to zero: nothing measurable changes
+    model = _model([helper.make_node("Mul", ["x", "w"], ["y"])], _x((4096,)), _y(),
+                   [numpy_helper.from_array(w, "w")])
+    assert _codes(model) == []
+    w[: len(w) // 2] = 1e-9  # half of them flush: reported
+    model = _model([helper.make_node("Mul", ["x", "w"], ["y"])], _x((4096,)), _y(),
+                   [numpy_helper.from_array(w, "w")])
+    assert _codes(model) == ["TC301"]
+
+
+def test_external_constants_are_never_read(tmp_path):
+    """A small constant stored in external data whose file is a FIFO: reading it would block."""
+    import os
+
+    fifo = tmp_path / "w.data"
+    os.mkfifo(fifo)
+    t = helper.make_tensor("mask", F, [3], vals=[0.0, 0.0, 0.0])
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "w.data"), ("offset", "0"), ("length", "12")):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    graph = helper.make_graph([helper.make_node("Add", ["x", "mask"], ["y"])], "g", _x((3,)), _y(), [t])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+    import onnx
+
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    model = ir.load(str(tmp_path / "m.onnx"))
+    assert _codes(model) == []
+
+
+def test_tc303_skips_calls_of_model_local_functions():
+    fn = helper.make_function("local", "Lin", ["a"], ["b"], [helper.make_node("Relu", ["a"], ["b"])],
+                              [helper.make_opsetid("", 17)])
+    graph = helper.make_graph([helper.make_node("Lin", ["x"], ["y"], domain="local")], "g", _x(), _y())
+    proto = helper.make_model(graph, functions=[fn], ir_version=9,
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
+    assert "TC303" not in _codes(ir.from_proto(proto))
