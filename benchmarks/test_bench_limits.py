@@ -10,22 +10,20 @@ Each run is ``tclint check MODEL --format json -o REPORT`` in a fresh subprocess
 which includes onnx's C++ shape inference and onnxruntime).
 
 Measured on the 2-core development machine (2026-11-24; python 3.11, onnx 1.23.2, onnx-ir 1.1.0,
-other jobs sharing the machine, so times are +-30%):
+other jobs sharing the machine, so times are +-30%), with
+``pytest benchmarks/test_bench_limits.py -s --benchmark-enable``:
 
-    nodes      wall s   peak RSS    peak RSS if check read no external weights (see below)
-    20,000       4.7     1.1 GB      0.27 GB (2.7 s)
-    200,000     39       3.3 GB      1.8 GB (34 s)
+    nodes      wall s   peak RSS
+    20,000       2.8     0.27 GB
+    200,000     28.7     1.8 GB
     (JSON report of 200k nodes: 76 MB, 80,000 findings)
 
 Before the fixes made with this benchmark, 200k nodes took 348 s (5:48, /usr/bin/time): hiding
 initializers from shape inference tested ``value in graph.inputs`` (a list scan) once per
-initializer, quadratic in the initializer count (``tclint/load.py``, now a set).
-
-Most of the rest of the peak RSS comes from the FP16-hazard rule (TC301) reading every constant of
-at most 1 MB, external data included (``tclint/hazards.py: small_constant``): on this graph it
-reads all 120,000 external weights. Measured with that function patched to skip external tensors:
-the last column. Reported to its owner; the bounds below hold either way and catch a return of
-quadratic behaviour (a 10x larger graph taking 100x longer).
+initializer, quadratic in the initializer count (``tclint/load.py``, now a set). Then 39 s and
+3.3 GB: the FP16-hazard rule (TC301) read every constant of at most 1 MB, external data included;
+it now reads inline constants only (``tclint/hazards.py: small_constant``), giving the table above.
+The bounds below catch a return of quadratic behaviour (a 10x larger graph taking 100x longer).
 
 Run: ``pytest benchmarks/test_bench_limits.py -v`` (about 1.5 minutes; marked ``slow``).
 """
