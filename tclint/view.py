@@ -508,7 +508,7 @@ class _Builder:
         sx, sw = _shape(x), _shape(w)
         if sw is None or len(sw) < 3:
             return False
-        groups = _attr_int(node, "group", 1)
+        groups = attr_int(node, "group", 1)
         kernel = tuple(d if isinstance(d, int) else 0 for d in sw[2:])
         if transpose:
             c = _int(sw[0])
@@ -516,7 +516,7 @@ class _Builder:
         else:
             k = _int(sw[0])
             c = _int(sw[1]) * groups if isinstance(sw[1], int) else None
-        ks = _attr_ints(node, "kernel_shape")
+        ks = attr_ints(node, "kernel_shape")
         if layout == "NHWC" and not transpose and (ks is None or list(sw[1:-1]) == ks):
             # com.microsoft.NhwcConv: onnxruntime's kernel reads W as [K, kH, kW, C/g]
             kernel = tuple(d if isinstance(d, int) else 0 for d in sw[1:-1])
@@ -559,10 +559,10 @@ def _conv_output_shape(node: ir.Node, sx: list, kernel: tuple, layout: str, k) -
     n = len(spatial)
     if not all(isinstance(d, int) for d in spatial) or not all(kernel):
         return None
-    strides = list(_attr_ints(node, "strides") or [1] * n)
-    dil = list(_attr_ints(node, "dilations") or [1] * n)
-    pads = list(_attr_ints(node, "pads") or [0] * (2 * n))
-    auto = _attr_str(node, "auto_pad", "NOTSET")
+    strides = list(attr_ints(node, "strides") or [1] * n)
+    dil = list(attr_ints(node, "dilations") or [1] * n)
+    pads = list(attr_ints(node, "pads") or [0] * (2 * n))
+    auto = attr_str(node, "auto_pad", "NOTSET")
     out = []
     for i, d in enumerate(spatial):
         if auto in ("SAME_UPPER", "SAME_LOWER"):
@@ -573,7 +573,7 @@ def _conv_output_shape(node: ir.Node, sx: list, kernel: tuple, layout: str, k) -
     return [sx[0], *out, k] if layout == "NHWC" else [sx[0], k, *out]
 
 
-def _attr_ints(node: ir.Node, name: str):
+def attr_ints(node: ir.Node, name: str) -> list[int] | None:
     attr = node.attributes.get(name)
     return [int(v) for v in attr.value] if attr is not None else None
 
@@ -619,12 +619,12 @@ def _broadcast(a: list, b: list) -> list | None:
     return out
 
 
-def _attr_int(node: ir.Node, name: str, default: int) -> int:
+def attr_int(node: ir.Node, name: str, default: int) -> int:
     attr = node.attributes.get(name)
     return int(attr.value) if attr is not None else default
 
 
-def _attr_str(node: ir.Node, name: str, default: str) -> str:
+def attr_str(node: ir.Node, name: str, default: str) -> str:
     attr = node.attributes.get(name)
     if attr is None:
         return default
@@ -665,14 +665,14 @@ def _qlinear_matmul(b: _Builder, node, path):
 
 def _gemm(b: _Builder, node, path):
     return b.matmul_like(node, path, node.inputs[0], node.inputs[1],
-                         trans_a=bool(_attr_int(node, "transA", 0)),
-                         trans_b=bool(_attr_int(node, "transB", 0)))
+                         trans_a=bool(attr_int(node, "transA", 0)),
+                         trans_b=bool(attr_int(node, "transB", 0)))
 
 
 def _fused_matmul(b: _Builder, node, path):
     return b.matmul_like(node, path, node.inputs[0], node.inputs[1],
-                         trans_a=bool(_attr_int(node, "transA", 0)),
-                         trans_b=bool(_attr_int(node, "transB", 0)))
+                         trans_a=bool(attr_int(node, "transA", 0)),
+                         trans_b=bool(attr_int(node, "transB", 0)))
 
 
 def _conv(b: _Builder, node, path):
@@ -696,7 +696,7 @@ def _nhwc_conv(b: _Builder, node, path):
 
 
 def _einsum(b: _Builder, node, path):
-    eq = _attr_str(node, "equation", "").replace(" ", "")
+    eq = attr_str(node, "equation", "").replace(" ", "")
     if "->" not in eq or len(node.inputs) != 2 or "..." in eq:
         return False
     lhs, out = eq.split("->")
@@ -737,10 +737,10 @@ def _rnn(gates: int):
         sx, sw = _shape(x), _shape(w)
         if sw is None or len(sw) != 3:
             return False
-        hidden = _attr_int(node, "hidden_size", 0) or (
+        hidden = attr_int(node, "hidden_size", 0) or (
             sw[1] // gates if isinstance(sw[1], int) else None)
         dirs = _int(sw[0]) or 1
-        layout = _attr_int(node, "layout", 0)
+        layout = attr_int(node, "layout", 0)
         seq = batch = None
         if sx is not None and len(sx) == 3:
             seq, batch = (sx[0], sx[1]) if layout == 0 else (sx[1], sx[0])
@@ -777,7 +777,7 @@ def _attention_gemms(b: _Builder, node, path, *, batch, seq, kv_seq, heads, head
 def _ms_attention(b: _Builder, node, path):
     x, w = node.inputs[0], node.inputs[1]
     sx, sw = _shape(x), _shape(w)
-    heads = _attr_int(node, "num_heads", 0)
+    heads = attr_int(node, "num_heads", 0)
     if sw is None or len(sw) != 2 or not heads:
         return False
     qkv = node.attributes.get("qkv_hidden_sizes")
@@ -799,7 +799,7 @@ def _mha(b: _Builder, node, path):
     q = node.inputs[0]
     k = _inp(node, 1)
     sq = _shape(q)
-    heads = _attr_int(node, "num_heads", 0)
+    heads = attr_int(node, "num_heads", 0)
     if sq is None or not heads:
         return False
     batch, seq = _int(sq[0]), _int(sq[1])
@@ -820,8 +820,8 @@ def _mha(b: _Builder, node, path):
 def _gqa(b: _Builder, node, path):
     q = node.inputs[0]
     sq = _shape(q)
-    heads = _attr_int(node, "num_heads", 0)
-    kv_heads = _attr_int(node, "kv_num_heads", heads)
+    heads = attr_int(node, "num_heads", 0)
+    kv_heads = attr_int(node, "kv_num_heads", heads)
     if sq is None or len(sq) != 3 or not heads:
         return False
     hidden = _int(sq[2])
@@ -837,7 +837,7 @@ def _gqa(b: _Builder, node, path):
 def _matmul_nbits(b: _Builder, node, path):
     a = node.inputs[0]
     sa = _shape(a)
-    n, k = _attr_int(node, "N", 0), _attr_int(node, "K", 0)
+    n, k = attr_int(node, "N", 0), attr_int(node, "K", 0)
     if not n or not k:
         return False
     lead = sa[:-1] if sa else []

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from tclint.view import attr_int, attr_ints, attr_str
+
 logger = logging.getLogger(__name__)
 
 MS_DOMAIN = "com.microsoft"
@@ -178,24 +180,6 @@ def _rank(value: ir.Value) -> int | None:
     return None
 
 
-def _attr_ints(node: ir.Node, name: str) -> list[int] | None:
-    attr = node.attributes.get(name)
-    return None if attr is None else [int(v) for v in attr.value]
-
-
-def _attr_int(node: ir.Node, name: str, default: int) -> int:
-    attr = node.attributes.get(name)
-    return default if attr is None else int(attr.value)
-
-
-def _attr_str(node: ir.Node, name: str, default: str) -> str:
-    attr = node.attributes.get(name)
-    if attr is None:
-        return default
-    v = attr.value
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _const_tensor(value: ir.Value | None, *, fixed_inputs: bool = False) -> ir.TensorProtocol | None:
     """The value's constant tensor: an initializer, a Constant node, or a small ConstantOfShape
     (how old model-zoo exports store parameters). An initializer that is also a graph input can
@@ -233,7 +217,7 @@ def _const_tensor(value: ir.Value | None, *, fixed_inputs: bool = False) -> ir.T
             if len(ins) != 2 or 0 in ins[1].numpy():
                 return None
             return ir.tensor(data.reshape([int(d) for d in ins[1].numpy()]))
-        axes = _attr_ints(producer, "axes")
+        axes = attr_ints(producer, "axes")
         if axes is None and len(ins) == 2:
             axes = [int(a) for a in ins[1].numpy().reshape(-1)]
         if axes is None:
@@ -526,9 +510,9 @@ class _Rewriter:
         if w_tensor is not None and w.is_initializer():
             self.conv_weights[conv] = w_new
         kernel = list(w_shape[2:])
-        pads = _attr_ints(node, "pads") or [0, 0, 0, 0]
+        pads = attr_ints(node, "pads") or [0, 0, 0, 0]
         one = (x in self.nhwc and self.nhwc[x] in self.spatial_one and kernel == [1, 1]
-               and not any(pads) and _attr_str(node, "auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+               and not any(pads) and attr_str(node, "auto_pad", "NOTSET") in ("NOTSET", "VALID"))
         self._output(y, y_new, spatial_one=one)
         self.convs += 1
         return True
@@ -576,7 +560,7 @@ class _Rewriter:
         kinds = [self._classify(v, keep_rank=True) for v in node.inputs]
         if None in kinds or "nhwc" not in kinds:
             return False
-        axis = _attr_int(node, "axis", 1)
+        axis = attr_int(node, "axis", 1)
         if not -4 <= axis < 4:
             return False
         one = all(self._is_spatial_one(v, k) for v, k in zip(node.inputs, kinds))
@@ -591,8 +575,8 @@ class _Rewriter:
 
     def _batchnorm(self, node: ir.Node) -> bool:
         x = node.inputs[0]
-        if (x not in self.nhwc or _used_outputs(node) != [0] or _attr_int(node, "training_mode", 0)
-                or not _attr_int(node, "spatial", 1)):  # opset < 9 per-activation BN
+        if (x not in self.nhwc or _used_outputs(node) != [0] or attr_int(node, "training_mode", 0)
+                or not attr_int(node, "spatial", 1)):  # opset < 9 per-activation BN
             return False
         params = [self._const(v) for v in node.inputs[1:5]]
         if len(params) != 4 or any(p is None or len(p.shape) != 1 for p in params):
@@ -646,14 +630,14 @@ class _Rewriter:
 
     def _pool(self, node: ir.Node) -> bool:
         x = node.inputs[0]
-        kernel = _attr_ints(node, "kernel_shape")
+        kernel = attr_ints(node, "kernel_shape")
         if x not in self.nhwc or kernel is None or len(kernel) != 2 or _used_outputs(node) != [0]:
             return False
-        strides = _attr_ints(node, "strides") or [1, 1]
-        pads = _attr_ints(node, "pads") or [0, 0, 0, 0]
+        strides = attr_ints(node, "strides") or [1, 1]
+        pads = attr_ints(node, "pads") or [0, 0, 0, 0]
         attrs = [ir.AttrInt64s("kernel_shape", [*kernel, 1]), ir.AttrInt64s("strides", [*strides, 1]),
                  ir.AttrInt64s("pads", [pads[0], pads[1], 0, pads[2], pads[3], 0])]
-        dilations = _attr_ints(node, "dilations")
+        dilations = attr_ints(node, "dilations")
         if dilations is not None:
             attrs.append(ir.AttrInt64s("dilations", [*dilations, 1]))
         for name in ("auto_pad", "ceil_mode", "count_include_pad", "storage_order"):
@@ -760,7 +744,7 @@ class _Rewriter:
                 first = src.producer() if src is not None else None
                 if first is None or first.op_type != "Transpose" or first.domain != "":
                     continue
-                p1, p2 = _attr_ints(first, "perm"), _attr_ints(node, "perm")
+                p1, p2 = attr_ints(first, "perm"), attr_ints(node, "perm")
                 if p1 is None or p2 is None or len(p1) != len(p2):
                     continue
                 if not _is_identity([p1[i] for i in p2]):
@@ -790,7 +774,7 @@ def _weight_shape(conv: ir.Node, w: ir.Value, tensor: ir.TensorProtocol | None) 
         return [int(d) for d in tensor.shape]
     if w.shape is not None:
         return [d if isinstance(d, int) else None for d in w.shape]
-    kernel = _attr_ints(conv, "kernel_shape")
+    kernel = attr_ints(conv, "kernel_shape")
     return None if kernel is None else [None, None, *kernel]
 
 
