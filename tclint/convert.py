@@ -23,6 +23,7 @@ from tclint import specs
 from tclint.errors import InputError, UsageError, VerificationError
 from tclint.io import model_weight_bytes, require_readable_weights, save_model_atomic
 from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, NormEpsilon, TensorClamp
+from tclint.verify import random_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -298,12 +299,7 @@ def random_feeds(model: ir.Model, *, seed: int = 0) -> Feeds:
         except TypeError:
             raise InputError(f"graph input {v.name!r} has element type {v.dtype}, which has no "
                              "numpy equivalent") from None
-        if np.issubdtype(dtype, np.floating):
-            feeds[v.name] = rng.standard_normal(dims).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[v.name] = rng.integers(0, 2, dims).astype(bool)
-        else:
-            feeds[v.name] = rng.integers(0, 2, dims).astype(dtype)
+        feeds[v.name] = random_tensor(rng, dims, dtype)
     return feeds
 
 

@@ -410,6 +410,8 @@ def random_inputs(session, *, seed: int = 0) -> dict:
     """One random feed per session input (symbolic dims 1, integers in [0, 2))."""
     import numpy as np
 
+    from tclint.verify import random_tensor
+
     rng = np.random.default_rng(seed)
     feeds = {}
     for i in session.get_inputs():
@@ -419,12 +421,10 @@ def random_inputs(session, *, seed: int = 0) -> dict:
             raise ValueError(f"input {i.name} of type {i.type} is not a tensor")
         dtype = {"float": np.float32, "double": np.float64, "float16": np.float16, "bool": np.bool_,
                  "string": np.str_}.get(kind) or np.dtype(kind)
-        if np.issubdtype(dtype, np.floating):
-            feeds[i.name] = rng.standard_normal(dims).astype(dtype)
-        elif dtype is np.str_:
+        if dtype is np.str_:
             feeds[i.name] = np.full(dims, "a", dtype=object)
         else:
-            feeds[i.name] = rng.integers(0, 2, dims).astype(dtype)
+            feeds[i.name] = random_tensor(rng, dims, dtype)
     return feeds
 
 

@@ -80,6 +80,15 @@ class VerifyResult:
                 "outputs": [o.to_dict() for o in self.outputs]}
 
 
+def random_tensor(rng: np.random.Generator, shape, dtype) -> np.ndarray:
+    """Random data for one input: standard normal floats, 0/1 integers and booleans (valid as
+    indices and masks)."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    return rng.integers(0, 2, shape).astype(dtype)
+
+
 def verify(
     original: str | os.PathLike | ir.Model,
     rewritten: ir.Model,
@@ -319,12 +328,7 @@ def _feeds(graph: onnx.GraphProto, inputs, dims: Mapping[str, int],
             if dtype is None:
                 raise InputError(f"cannot make random data for input {v.name!r} "
                                  f"(type {onnx.TensorProto.DataType.Name(elem)}); pass --inputs")
-            if np.issubdtype(dtype, np.floating):
-                feed[v.name] = rng.standard_normal(shape).astype(dtype)
-            elif dtype == np.bool_:
-                feed[v.name] = rng.integers(0, 2, shape).astype(bool)
-            else:
-                feed[v.name] = rng.integers(0, 2, shape).astype(dtype)
+            feed[v.name] = random_tensor(rng, shape, dtype)
         feeds.append(feed)
     if inputs is not None:
         feeds.extend(_user_feeds(real, inputs))
