@@ -87,3 +87,17 @@ def test_calibration_table_replaces_constants(tmp_path):
     table.write_text(json.dumps({"constants": {"warp_drive": 1}}))
     with pytest.raises(UsageError, match="warp_drive"):
         load_calibration(table)
+
+
+def test_nchw_share_matches_published_measurements(tmp_path):
+    """TC205's estimate for ResNet-50 FP16 at a training-size batch sits within the published
+    14% (Paddle, V100) and 16% (TensorFlow) of GPU time spent on NCHW<->NHWC transposes."""
+    from tclint import examples
+    from tclint.config import CheckOptions
+    from tclint.lint import check_model
+    from tests.helpers import save
+
+    path = save(tmp_path, examples.resnet50(batch="N", weights="external", data_path=tmp_path / "r.data"))
+    report = check_model(path, CheckOptions(dims={"N": 128}, select=["TC205"]))
+    (layout,) = report.findings
+    assert 0.13 <= layout.share <= 0.17
