@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_ir as ir
 
+from tclint.passes import unique_name
 from tclint.view import attr_int, attr_ints, attr_str
 
 logger = logging.getLogger(__name__)
@@ -302,13 +303,7 @@ class _Rewriter:
 
     # --- naming and value creation ------------------------------------------------------
     def _name(self, hint: str) -> str:
-        base = hint or "nhwc"
-        name, i = base, 1
-        while name in self.names:
-            name = f"{base}_{i}"
-            i += 1
-        self.names.add(name)
-        return name
+        return unique_name(self.names, hint or "nhwc")
 
     def _nhwc_value(self, like: ir.Value) -> ir.Value:
         """A new channels-last value mirroring the NCHW value ``like`` (dtype, permuted shape)."""
@@ -826,12 +821,7 @@ def expand_nhwc_conv(model: ir.Model) -> ir.Model:
     names |= {n.name for n in graph.all_nodes() if n.name}
 
     def fresh(hint: str) -> str:
-        name, i = hint, 1
-        while name in names:
-            name = f"{hint}_{i}"
-            i += 1
-        names.add(name)
-        return name
+        return unique_name(names, hint)
 
     weights: dict[ir.Value, ir.Value] = {}
     for node in list(graph):

@@ -49,6 +49,7 @@ import numpy as np
 import onnx_ir as ir
 
 from tclint.cost import LayerCost
+from tclint.passes import unique_name
 from tclint.view import Layer, node_label
 
 logger = logging.getLogger(__name__)
@@ -1194,12 +1195,7 @@ class _Rewriter:
         self.unused: set[ir.Value] = set()
 
     def unique(self, base: str) -> str:
-        name, i = base, 1
-        while name in self.names:
-            name = f"{base}_{i}"
-            i += 1
-        self.names.add(name)
-        return name
+        return unique_name(self.names, base)
 
     def initializer(self, base: str, tensor) -> ir.Value:
         value = ir.Value(name=self.unique(base), shape=ir.Shape(list(tensor.shape)),
