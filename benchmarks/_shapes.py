@@ -17,22 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from tclint.examples import make_model
 
 OPSET = 17
 DTYPES = {"fp32": (np.float32, TensorProto.FLOAT), "fp16": (np.float16, TensorProto.FLOAT16)}
-
-
-def _model(nodes, inputs, outputs, inits, name) -> onnx.ModelProto:
-    graph = helper.make_graph(
-        nodes, name, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tclint-benchmarks"
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def _w(rng, shape, np_dtype, fan_in):
@@ -69,7 +59,7 @@ def lm_head(
         nodes.append(helper.make_node("MatMul", ["x", "W"], ["logits"], name="lm_head"))
     x = helper.make_tensor_value_info("x", elem, [tokens, hidden])
     y = helper.make_tensor_value_info("logits", elem, [tokens, vocab])
-    return _model(nodes, [x], [y], inits, "lm_head")
+    return make_model(nodes, [x], [y], inits, "lm_head", opset=OPSET)
 
 
 def mlp_k(
@@ -87,7 +77,7 @@ def mlp_k(
     ]
     x = helper.make_tensor_value_info("x", elem, [tokens, hidden])
     y = helper.make_tensor_value_info("y", elem, [tokens, hidden])
-    return _model(nodes, [x], [y], {"W1": w1, "W2": w2}, "mlp")
+    return make_model(nodes, [x], [y], {"W1": w1, "W2": w2}, "mlp", opset=OPSET)
 
 
 def conv_c3(
@@ -114,7 +104,7 @@ def conv_c3(
     ]
     x = helper.make_tensor_value_info("image", elem, [batch, 3, size, size])
     y = helper.make_tensor_value_info("y", elem, [batch, out_channels, size // 2, size // 2])
-    return _model(nodes, [x], [y], inits, "conv_c3")
+    return make_model(nodes, [x], [y], inits, "conv_c3", opset=OPSET)
 
 
 def conv_k(
@@ -137,7 +127,7 @@ def conv_k(
     ]
     x = helper.make_tensor_value_info("x", elem, [batch, channels, size, size])
     y = helper.make_tensor_value_info("y", elem, [batch, channels, size, size])
-    return _model(nodes, [x], [y], {"W1": w1, "b1": b1, "W2": w2}, "conv_k")
+    return make_model(nodes, [x], [y], {"W1": w1, "b1": b1, "W2": w2}, "conv_k", opset=OPSET)
 
 
 @dataclass(frozen=True)

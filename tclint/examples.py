@@ -22,6 +22,19 @@ from onnx import TensorProto, helper
 OPSET = 17
 
 
+def make_model(nodes, inputs, outputs, inits: dict[str, np.ndarray], name: str, *,
+               opset: int = OPSET, producer: str = "tclint.examples") -> onnx.ModelProto:
+    """A checked model from nodes, value infos and ``{name: array}`` initializers."""
+    graph = helper.make_graph(
+        nodes, name, inputs, outputs, [onnx.numpy_helper.from_array(v, k) for k, v in inits.items()]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name=producer)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 class GraphBuilder:
     """A tiny helper over onnx.helper: unique names, initializers, external sparse weights."""
 

@@ -11,21 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
+
+from tclint.examples import make_model
 
 OPSET = 17
-
-
-def _model(nodes, inputs, outputs, inits, name):
-    graph = helper.make_graph(
-        nodes, name, inputs, outputs, [numpy_helper.from_array(v, k) for k, v in inits.items()]
-    )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tclint-tests"
-    )
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
 
 
 def small_cnn(
@@ -72,7 +62,7 @@ def small_cnn(
     ]
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])
-    return _model(nodes, [x], [y], inits, "small_cnn")
+    return make_model(nodes, [x], [y], inits, "small_cnn", opset=OPSET)
 
 
 def small_transformer(
@@ -146,7 +136,7 @@ def small_transformer(
     ]
     x = helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", seq])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", seq, vocab])
-    return _model(nodes, [x], [y], inits, "small_transformer")
+    return make_model(nodes, [x], [y], inits, "small_transformer", opset=OPSET)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -176,4 +166,4 @@ def small_mlp(*, seed: int = 0, hidden: int = 256, ffn: int = 682) -> onnx.Model
     ]
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", hidden])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", hidden])
-    return _model(nodes, [x], [y], inits, "small_mlp")
+    return make_model(nodes, [x], [y], inits, "small_mlp", opset=OPSET)
