@@ -168,10 +168,6 @@ def _pad(value: int, multiple: int) -> int:
 # --------------------------------------------------------------------------------------------
 # TC1xx: GEMM dims
 # --------------------------------------------------------------------------------------------
-def _is_attention(layer: Layer) -> bool:
-    return layer.role in ("attention_qk", "attention_pv")
-
-
 @rule("TC101", "unaligned-gemm-k", "error", "GEMM K (the reduction dim) is not a multiple of the required alignment")
 def check_gemm_k(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _gemms(ctx):

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import onnx
 import onnx_ir as ir
 
 #: Ops whose output is a constant when their data input is (PyTorch exports linear weights as
@@ -949,7 +948,3 @@ def _visit_function(b: _Builder, functions, fn: ir.Function, prefix: str, stack:
             else:
                 b.const.memo[id(param)] = memo
     return count
-
-
-def onnx_has_schema(op: str, domain: str = "") -> bool:
-    return onnx.defs.has(op, domain)
