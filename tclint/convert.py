@@ -8,6 +8,7 @@ atomically. The input file is never modified.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -21,7 +22,12 @@ import onnx_ir as ir
 
 from tclint import specs
 from tclint.errors import InputError, UsageError, VerificationError
-from tclint.io import model_weight_bytes, require_readable_weights, save_model_atomic
+from tclint.io import (
+    model_weight_bytes,
+    refuse_overwriting_model_output,
+    require_readable_weights,
+    stage_model,
+)
 from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, NormEpsilon, TensorClamp
 from tclint.verify import random_tensor
 
@@ -110,6 +116,9 @@ def convert_model(
         raise UsageError(f"unknown --provider {provider!r}; known: {', '.join(specs.PROVIDERS)}")
     say("loading")
     model, label = _load(path_or_model)
+    if out_path is not None:
+        models = [] if isinstance(path_or_model, ir.Model) else [(path_or_model, model)]
+        refuse_overwriting_model_output(out_path, models=models)
     weight_bytes = model_weight_bytes(model)
     small = weight_bytes <= _VERIFY_LIMIT_BYTES
     if auto and not verify:
@@ -164,23 +173,30 @@ def convert_model(
     assert stats is not None
 
     loads = max_rel = max_abs = None
-    if verify and small:
-        say("checking the result in onnxruntime")
-        session = _session(model, label)
-        loads = True
-        if feeds and reference is not None and not _has_low_random_ops(model):
-            try:
-                got = [_run_session(session, f) for f in feeds]
-            except Exception as exc:  # noqa: BLE001
-                raise VerificationError(f"{label}: the converted model fails on inputs the float32 "
-                                        f"model runs on: {_one_line(exc)}") from None
-            max_abs, max_rel = _errors(reference, got)
-    if out_path is not None:
-        say(f"writing {out_path}")
-        save_model_atomic(model, out_path, external_data=external_data)
+    written = None
+    with contextlib.ExitStack() as stack:
+        staged = None
+        if out_path is not None:
+            say(f"writing {out_path}")
+            staged = stack.enter_context(stage_model(model, out_path, external_data=external_data))
+        if verify and small:
+            # on the files as written (they sit in the output's folder), when there are files
+            say("checking the result in onnxruntime")
+            session = _session(model, label) if staged is None else _session_file(staged.path, label)
+            loads = True
+            if feeds and reference is not None and not _has_low_random_ops(model):
+                try:
+                    got = [_run_session(session, f) for f in feeds]
+                except Exception as exc:  # noqa: BLE001
+                    raise VerificationError(f"{label}: the converted model fails on inputs the float32 "
+                                            f"model runs on: {_one_line(exc)}") from None
+                max_abs, max_rel = _errors(reference, got)
+            del session
+        if staged is not None:
+            written = staged.commit()
     return ConvertReport(
         input=label,
-        output=str(out_path) if out_path is not None else None,
+        output=str(written) if written is not None else None,
         dtype=dtype,
         provider=provider,
         keep_io_types=keep_io_types,
@@ -320,6 +336,20 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
         raise VerificationError(
             f"{label}: the converted model does not load in onnxruntime: {exc}"
+        ) from None
+
+
+def _session_file(path: Path, label: str):
+    """An onnxruntime session on a written model file (its external data beside it)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
+        raise VerificationError(
+            f"{label}: the converted model does not load in onnxruntime from its folder: {_one_line(exc)}"
         ) from None
 
 

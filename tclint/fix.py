@@ -22,7 +22,7 @@ import onnx_ir as ir
 
 from tclint.config import CheckOptions
 from tclint.errors import InputError, UsageError, VerificationError
-from tclint.io import require_readable_weights, save_model_atomic
+from tclint.io import refuse_overwriting_model_output, require_readable_weights, save_model_atomic
 from tclint.lint import analyse
 from tclint.load import load_model
 from tclint.passes.pad import (
@@ -124,11 +124,11 @@ def fix_model(
         raise UsageError("--nhwc-inputs needs --layout nhwc")
     if not dry_run and out_path is None:
         raise UsageError("an output path is needed (or a dry run)")
-    if out_path is not None and Path(out_path).resolve() == Path(path).resolve():
-        raise UsageError("the output must not overwrite the input model")
     vocab_multiple = vocab_multiple or options.vocab_multiple
 
     model = load_model(path)
+    if out_path is not None:
+        refuse_overwriting_model_output(out_path, models=[(path, model)])
     _require_typed_weights(model, path)
     require_readable_weights(model, path)
     snapshot = {v: v.shape for v in _values(model.graph)}

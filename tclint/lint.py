@@ -16,6 +16,7 @@ import onnx_ir as ir
 from tclint.config import CheckOptions
 from tclint.cost import ModelCost, model_cost
 from tclint.errors import UsageError
+from tclint.io import write_text
 from tclint.load import ShapeResolution, load_model, resolve_shapes
 from tclint.rules import Context, Finding, run_rules, select_rules
 from tclint.specs import Target, make_target
@@ -205,7 +206,5 @@ def load_baseline(path: str | os.PathLike) -> set[str]:
 def write_baseline(path: str | os.PathLike, reports: list[ModelReport]) -> int:
     entries = sorted({f.key() for r in reports for f in r.findings})
     data = {"version": 1, "tool": "tclint", "findings": [json.loads(e) for e in entries]}
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=1) + "\n")
     return len(entries)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -41,7 +40,7 @@ from tclint.convert import convert_model
 from tclint.errors import InputError, OutputError, VerificationError
 from tclint.fix import fix_model
 from tclint.html_report import render_html
-from tclint.io import save_model_atomic
+from tclint.io import refuse_overwriting_model_output, save_model_atomic, temp_dir, write_text
 from tclint.lint import check_model
 from tclint.load import load_model
 
@@ -111,6 +110,9 @@ def optimize_model(
         raise OutputError(f"cannot create output folder {out}: {exc.strerror or exc}") from None
     if not os.access(out, os.W_OK):
         raise OutputError(f"output folder {out} is not writable")
+    refuse_overwriting_model_output(
+        out / "model.opt.onnx", models=[path], reads=[inputs_npz, options.calibration],
+        others=[out / "report.json", out / "report.html"])
     dtype = options.dtype if options.dtype in ("fp16", "bf16") else "fp16"
     rtol = TOLERANCES["fp16"][0] if rtol is None else rtol
     atol = TOLERANCES["fp16"][1] if atol is None else atol
@@ -134,8 +136,7 @@ def optimize_model(
         steps.append(Step(name, status, time.perf_counter() - started, detail))
         logger.info("%s: %s %s", name, status, detail)
 
-    with tempfile.TemporaryDirectory(prefix=".tclint-optimize-", dir=out) as tmp:
-        tmp = Path(tmp)
+    with temp_dir(out) as tmp:
         # 1. check ---------------------------------------------------------------------------
         t = begin("check")
         before = check_model(path, options)
@@ -457,10 +458,4 @@ def _json(results: Mapping) -> str:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    write_text(path, text)

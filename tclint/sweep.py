@@ -694,14 +694,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="seconds per command per model")
     args = parser.parse_args(argv)
+    from tclint.io import write_text
+
     commands = [c.strip() for c in args.commands.split(",") if c.strip()] if args.commands else None
     suites = [s.strip() for s in args.suites.split(",") if s.strip()]
     result = run_sweep(commands=commands, suites=suites, jobs=args.jobs, timeout_s=args.timeout)
     sys.stdout.write(summarize(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+        write_text(args.json, json.dumps(result.to_dict(), indent=1) + "\n")
     if args.update_expected:
-        Path(args.update_expected).write_text(json.dumps(result.to_expected(), indent=1, sort_keys=True) + "\n")
+        write_text(args.update_expected, json.dumps(result.to_expected(), indent=1, sort_keys=True) + "\n")
     status = 1 if result.failures() else 0
     if args.expected:
         expected = json.loads(Path(args.expected).read_text())

@@ -51,3 +51,21 @@ def analyse_proto(m: onnx.ModelProto, tmp_path: Path, **options):
 
 def onnx_test_data() -> Path:
     return Path(onnx.__file__).parent / "backend" / "test" / "data"
+
+
+def data_file_of(model_path: Path) -> Path:
+    """The one external data file a tclint-written model references: ``<name>.<token>.data``
+    beside it (the writer's protocol, tclint/io.py), which must exist. Fails otherwise."""
+    import re
+
+    from onnx.external_data_helper import _get_all_tensors
+
+    model_path = Path(model_path)
+    proto = onnx.load(str(model_path), load_external_data=False)
+    locations = {e.value for t in _get_all_tensors(proto) for e in t.external_data if e.key == "location"}
+    assert len(locations) == 1, f"{model_path.name} references {sorted(locations)}"
+    (location,) = locations
+    assert re.fullmatch(re.escape(model_path.name) + r"\.[0-9a-f]{16}\.data", location), location
+    data = model_path.parent / location
+    assert data.is_file(), f"{location} is missing beside {model_path.name}"
+    return data

@@ -25,6 +25,7 @@ from benchmarks import _models as M  # noqa: E402
 from tclint.cli import main  # noqa: E402
 from tclint.convert import convert_model  # noqa: E402
 from tclint.passes.fp16 import ConvertFloat16Pass  # noqa: E402
+from tests.helpers import data_file_of  # noqa: E402
 
 F, F16 = TensorProto.FLOAT, TensorProto.FLOAT16
 
@@ -410,7 +411,7 @@ def test_external_data_model_converted_lazily(tmp_path):
     before = src.read_bytes(), (tmp_path / "m.onnx.data").read_bytes()
     report = convert_model(src, tmp_path / "out.onnx", external_data=True)
     assert report.loads_in_ort and report.max_rel_error < 2e-2
-    assert (tmp_path / "out.onnx.data").is_file()
+    data_file_of(tmp_path / "out.onnx")
     assert (src.read_bytes(), (tmp_path / "m.onnx.data").read_bytes()) == before
     out = onnx.load(str(tmp_path / "out.onnx"))
     assert all(t.data_type in (F16, F, TensorProto.INT64) for t in out.graph.initializer)

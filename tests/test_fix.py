@@ -22,6 +22,7 @@ from tclint.errors import VerificationError
 from tclint.examples import GraphBuilder
 from tclint.fix import ALIGNMENT_CODES, fix_model
 from tclint.lint import check_model
+from tests.helpers import data_file_of
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
@@ -267,7 +268,7 @@ def test_external_data_in_and_out(tmp_path):
     out = tmp_path / "out" / "fixed.onnx"
     out.parent.mkdir()
     assert main(["fix", str(src), "-o", str(out), "--force", "--external-data"]) == 0
-    assert (out.parent / "fixed.onnx.data").is_file()
+    data_file_of(out)
     assert_equivalent(src, out)
 
 
@@ -282,14 +283,14 @@ def test_external_input_gets_its_own_data_file(tmp_path):
     out = out_dir / "fixed.onnx"
     report = fix_model(src, out, force=True)
     assert report.changes
-    assert (out_dir / "fixed.onnx.data").is_file()
+    data = data_file_of(out)
     locations = {e.value for i in onnx.load(str(out), load_external_data=False).graph.initializer
                  for e in i.external_data if e.key == "location"}
-    assert locations == {"fixed.onnx.data"}
+    assert locations == {data.name}
     assert_equivalent(src, out)
     inline = out_dir / "inline.onnx"
     fix_model(src, inline, force=True, external_data=False)
-    assert not (out_dir / "inline.onnx.data").exists()
+    assert not [p for p in out_dir.iterdir() if p.name.startswith("inline.onnx")][1:]
     assert all(not i.external_data for i in onnx.load(str(inline)).graph.initializer)
     assert_equivalent(src, inline)
 

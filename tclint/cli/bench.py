@@ -7,7 +7,7 @@ import sys
 
 from tclint.bench import ALGO_SEARCH, PROVIDERS, bench_models, format_json, format_table
 from tclint.cli.common import add_shape_flags, shape_bindings
-from tclint.errors import OutputError
+from tclint.io import refuse_overwriting, write_text
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,13 +82,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.output:
+        refuse_overwriting(writes=[args.output], models=args.models, reads=[args.inputs])
     report = bench_models(args.models, rtol=args.rtol, atol=args.atol, **runtime_options(args))
     text = format_table(report) if args.format == "table" else format_json(report)
     if args.output:
-        try:
-            with open(args.output, "w") as f:
-                f.write(format_json(report, samples=True))
-        except OSError as exc:
-            raise OutputError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+        write_text(args.output, format_json(report, samples=True))
     sys.stdout.write(text)
     return 0

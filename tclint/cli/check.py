@@ -10,7 +10,8 @@ from pathlib import Path
 
 from tclint.cli.common import add_shape_flags, add_target_flags, shape_bindings
 from tclint.config import FAIL_ON, FORMATS, resolve_options
-from tclint.errors import InputError, OutputError, TclintError, UsageError
+from tclint.errors import InputError, TclintError, UsageError
+from tclint.io import refuse_overwriting, write_text
 from tclint.lint import check_model, load_baseline, write_baseline
 from tclint.report import FORMATTERS, format_statistics
 from tclint.rules import validate_prefixes
@@ -91,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline and not args.update_baseline:
         baseline = load_baseline(args.baseline)
     models = collect_models(args.models)
+    # what check writes (the report, the baseline) must not be a model or its data
+    writes = [args.output, args.baseline if args.update_baseline else None]
+    refuse_overwriting(writes=writes, models=models, reads=[args.calibration, args.config])
     jobs = [(str(m), cli, args.config, baseline) for m in models]
     if args.jobs > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs), os.cpu_count() or 1)) as pool:
@@ -113,18 +117,7 @@ def run(args: argparse.Namespace) -> int:
         FORMATTERS[args.format](reports, show_layers=args.layers)
         if args.format == "table" else FORMATTERS[args.format](reports))
     if args.output:
-        try:
-            out = Path(args.output)
-            if out.exists() and not out.is_file():
-                # /dev/null, /dev/stdout, a FIFO: write into it; renaming over it would replace it
-                with open(out, "w") as f:
-                    f.write(text)
-            else:
-                tmp = Path(f"{args.output}.tmp")
-                tmp.write_text(text)
-                os.replace(tmp, args.output)
-        except OSError as exc:
-            raise OutputError(f"cannot write {args.output}: {exc.strerror}") from None
+        write_text(args.output, text)
     else:
         sys.stdout.write(text)
     if errors:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 import sys
 from pathlib import Path
 
 from tclint.cli.common import add_shape_flags, add_target_flags, shape_bindings
 from tclint.config import resolve_options
 from tclint.errors import OutputError, UsageError
+from tclint.io import refuse_overwriting, refuse_overwriting_model_output, temp_dir, write_text
 
 
 def _has_convert() -> bool:
@@ -76,6 +76,13 @@ def run(args: argparse.Namespace) -> int:
            "input_shapes": shapes, "calibration": args.calibration,
            "vocab_multiple": args.vocab_multiple}
     options = resolve_options(args.model, cli, config_path=Path(args.config) if args.config else None)
+    # every path fix writes (model, its data, the report) against every file it reads
+    reads = [args.inputs, options.calibration]
+    if args.output:
+        refuse_overwriting_model_output(args.output, models=[args.model], reads=reads,
+                                        others=[args.report])
+    elif args.report:
+        refuse_overwriting(writes=[args.report], models=[args.model], reads=reads)
     fp16 = bool(getattr(args, "fp16", False)) and not args.dry_run
     if fp16:
         report = _fix_then_convert(fix_model, options, args)
@@ -97,7 +104,6 @@ def _fix_then_convert(fix_model, options, args):
     """--fp16: the verified fix goes to a temporary folder beside the output, then
     ``tclint convert`` writes the FP16 model to the output; the reports are combined."""
     import dataclasses
-    import tempfile
 
     from tclint.convert import convert_model
 
@@ -105,8 +111,8 @@ def _fix_then_convert(fix_model, options, args):
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError(f"cannot write {out}: folder {folder} does not exist")
-    with tempfile.TemporaryDirectory(prefix=".tclint-fix-", dir=folder) as tmp:
-        fixed = Path(tmp) / "fixed.onnx"
+    with temp_dir(folder) as tmp:
+        fixed = tmp / "fixed.onnx"
         report = fix_model(
             args.model, fixed, options=options, layout=args.layout,
             nhwc_inputs=args.nhwc_inputs, inputs=args.inputs,
@@ -117,9 +123,4 @@ def _fix_then_convert(fix_model, options, args):
 
 
 def _write_text(path: str, text: str) -> None:
-    try:
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    write_text(path, text, protect=[])
