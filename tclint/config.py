@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ _KEYS = {
     "quantization-threshold": "quantization_threshold", "vocab-multiple": "vocab_multiple",
     "select": "select", "ignore": "ignore", "fail-on": "fail_on", "calibration": "calibration", "provider": "provider",
 }
+DTYPES = ("fp16", "bf16", "tf32", "int8", "fp8")
 
 
 def find_pyproject(start: str | os.PathLike) -> Path | None:
@@ -77,34 +79,250 @@ def find_pyproject(start: str | os.PathLike) -> Path | None:
     return None
 
 
-def load_config(pyproject: Path | None) -> dict:
-    if pyproject is None:
-        return {}
+# --------------------------------------------------------------------------------------------
+# The schema: every value's type and range, checked once when the file is read
+# --------------------------------------------------------------------------------------------
+class _Bad(Exception):
+    """A value that does not fit the schema: what was expected (and, inside a table, which
+    entry: ``sub`` and its value)."""
+
+    def __init__(self, why: str, sub: str | None = None, value=None):
+        super().__init__(why)
+        self.sub, self.value = sub, value
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _str(choices=None):
+    def check(value):
+        if not isinstance(value, str):
+            raise _Bad("expected a string" + (f": one of {', '.join(choices)}" if choices else ""))
+        if choices and value.strip().lower() not in choices:
+            raise _Bad(f"expected one of {', '.join(choices)}")
+        return value
+    return check
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise _Bad("expected true or false")
+    return value
+
+
+def _fraction(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise _Bad("expected a fraction between 0 and 1 (e.g. 0.01)")
+    return float(value)
+
+
+def _positive_int(value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _Bad("expected a positive integer")
+    return value
+
+
+def _codes(value):
+    from tclint.rules import validate_prefixes
+
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+        raise _Bad('expected a rule code or prefix, or a list of them (e.g. ["TC1", "TC201"])')
+    items = [v.strip() for item in items for v in item.split(",") if v.strip()]
     try:
-        with open(pyproject, "rb") as f:
-            data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise UsageError(f"cannot read {pyproject}: {exc}") from None
-    return data.get("tool", {}).get("tclint", {})
+        return validate_prefixes(items)
+    except UsageError as exc:
+        raise _Bad(str(exc)) from None
 
 
-def _convert(table: dict, where: str) -> dict:
+def _dims(value):
+    if not isinstance(value, dict):
+        raise _Bad('expected a table of dim names and positive integers (e.g. { batch = 8 })')
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise _Bad("expected a positive integer", k, v)
+    return dict(value)
+
+
+def _input_shapes(value):
+    if not isinstance(value, dict):
+        raise _Bad('expected a table of input names and shapes (e.g. { image = "1x3x224x224" })')
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, str):
+            try:
+                out[k] = parse_input_shape(f"{k}:{v}")[1]
+            except UsageError:
+                raise _Bad('expected a shape like "1x3x224x224"', k, v) from None
+        elif isinstance(v, list) and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v):
+            out[k] = tuple(v)
+        else:
+            raise _Bad('expected a shape like "1x3x224x224" or [1, 3, 224, 224]', k, v)
+    return out
+
+
+def _calibration(value):
+    if not isinstance(value, str) or not value.strip():
+        raise _Bad("expected the path of a calibration table (JSON)")
+    return value
+
+
+def _arch(value):
+    from tclint.specs import get_gpu
+
+    if not isinstance(value, str):
+        raise _Bad("expected a GPU name such as a100, or an architecture such as sm80")
+    try:
+        get_gpu(value)
+    except UsageError as exc:
+        raise _Bad(str(exc).replace("--arch ", "")) from None
+    return value
+
+
+def _providers():
+    from tclint.specs import PROVIDERS
+
+    return PROVIDERS
+
+
+SCHEMA = {
+    "arch": _arch,
+    "dtype": _str(DTYPES),
+    "strict": _bool,
+    "dims": _dims,
+    "input-shapes": _input_shapes,
+    "hot-threshold": _fraction,
+    "quantization-threshold": _fraction,
+    "vocab-multiple": _positive_int,
+    "select": _codes,
+    "ignore": _codes,
+    "fail-on": _str(FAIL_ON),
+    "calibration": _calibration,
+    "provider": lambda v: _str(_providers())(v),
+}
+
+
+def _finite_nonnegative(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise _Bad("expected a finite number >= 0")
+    return float(value)
+
+
+def _names(value):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _Bad("expected a list of names")
+    return value
+
+
+#: [tool.tclint.convert], read by ``tclint convert``
+CONVERT_SCHEMA = {
+    "dtype": _str(("fp16", "bf16")),
+    "provider": lambda v: _str(_providers())(v),
+    "block-ops": _names,
+    "block-nodes": _names,
+    "rtol": _finite_nonnegative,
+    "atol": _finite_nonnegative,
+    "metric": _str(("allclose", "max-rel")),
+    "keep-io-types": _bool,
+}
+
+
+def _fail(where, key: str, value, why: str):
+    raise UsageError(f"{where}: [tool.tclint] {key} = {_shown(value)}: {why}")
+
+
+def _validate_table(table: dict, where, prefix: str = "") -> dict:
+    """The table's values converted to CheckOptions fields; UsageError naming file, key, value."""
     out = {}
     for key, value in table.items():
         if key in ("overrides", "models", "convert"):
-            continue  # per-model overrides; [tool.tclint.convert] belongs to `tclint convert`
-        if key not in _KEYS:
-            raise UsageError(f"{where}: unknown [tool.tclint] key {key!r}")
-        name = _KEYS[key]
-        if name == "input_shapes":
-            value = {k: (parse_input_shape(f"{k}:{v}")[1] if isinstance(v, str) else tuple(v))
-                     for k, v in value.items()}
-        if name == "dims":
-            value = {k: int(v) for k, v in value.items()}
-        if name in ("select", "ignore") and isinstance(value, str):
-            value = [value]
-        out[name] = value
+            continue
+        if key not in SCHEMA:
+            raise UsageError(f"{where}: unknown [tool.tclint] key {prefix}{key!r}")
+        try:
+            out[_KEYS[key]] = SCHEMA[key](value)
+        except _Bad as exc:
+            if exc.sub is not None:
+                _fail(where, f"{prefix}{key}.{exc.sub}", exc.value, str(exc))
+            _fail(where, prefix + key, value, str(exc))
     return out
+
+
+def validate_config(table, where) -> dict:
+    """Check the whole ``[tool.tclint]`` table (overrides and ``convert`` included) once."""
+    if not isinstance(table, dict):
+        raise UsageError(f"{where}: [tool.tclint] = {_shown(table)}: expected a table")
+    _validate_table(table, where)
+    for key in ("models",):
+        if key in table:
+            raise UsageError(f"{where}: [tool.tclint] models belongs in a [[tool.tclint.overrides]] entry")
+    overrides = table.get("overrides", [])
+    if not isinstance(overrides, list) or not all(isinstance(o, dict) for o in overrides):
+        _fail(where, "overrides", overrides, "expected [[tool.tclint.overrides]] tables")
+    for i, override in enumerate(overrides):
+        prefix = f"overrides[{i}]."
+        models = override.get("models")
+        if models is None:
+            raise UsageError(f"{where}: [tool.tclint] {prefix}models is missing (glob patterns of models)")
+        if isinstance(models, str):
+            models = [models]
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            _fail(where, prefix + "models", override["models"], "expected a list of glob patterns")
+        for key in override:
+            if key in ("overrides", "convert"):
+                raise UsageError(f"{where}: [tool.tclint] {prefix}{key} cannot be nested in an override")
+        _validate_table(override, where, prefix)
+    convert = table.get("convert", {})
+    if not isinstance(convert, dict):
+        _fail(where, "convert", convert, "expected a [tool.tclint.convert] table")
+    for key, value in convert.items():
+        if key not in CONVERT_SCHEMA:
+            raise UsageError(f"{where}: unknown [tool.tclint.convert] key {key!r}")
+        try:
+            CONVERT_SCHEMA[key](value)
+        except _Bad as exc:
+            raise UsageError(f"{where}: [tool.tclint.convert] {key} = {_shown(value)}: {exc}") from None
+    return table
+
+
+_CACHE: dict[tuple, dict] = {}
+
+
+def load_config(pyproject: Path | None) -> dict:
+    """The validated ``[tool.tclint]`` table of ``pyproject`` ({} without one). Read and checked
+    once per file and run; any error is one UsageError naming the file, the key and the value."""
+    if pyproject is None:
+        return {}
+    try:
+        st = os.stat(pyproject)
+        key = (os.path.realpath(pyproject), st.st_mtime_ns, st.st_size)
+    except OSError as exc:
+        raise UsageError(f"cannot read {pyproject}: {exc.strerror or exc}") from None
+    if key in _CACHE:
+        return _CACHE[key]
+    try:
+        with open(pyproject, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read {pyproject}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read {pyproject}: not UTF-8 text (TOML files are UTF-8)") from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise UsageError(f"cannot read {pyproject}: {' '.join(str(exc).split()) or 'too deeply nested'}") from None
+    tool = data.get("tool", {})
+    if not isinstance(tool, dict):
+        raise UsageError(f"{pyproject}: [tool] = {_shown(tool)}: expected a table")
+    table = validate_config(tool.get("tclint", {}), pyproject)
+    _CACHE[key] = table
+    return table
+
+
+def _convert(table: dict, where: str) -> dict:
+    return _validate_table(table, where)
 
 
 def resolve_options(model_path: str | os.PathLike, cli: dict, *, config_path: Path | None = None) -> CheckOptions:
@@ -120,6 +338,7 @@ def resolve_options(model_path: str | os.PathLike, cli: dict, *, config_path: Pa
         rel = Path(model_path).as_posix()
     for override in table.get("overrides", []):
         patterns = override.get("models", [])
+        patterns = [patterns] if isinstance(patterns, str) else patterns
         if any(fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(Path(model_path).name, p) for p in patterns):
             over = _convert(override, where)
             for key in ("dims", "input_shapes"):

@@ -18,6 +18,7 @@ none of them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ FLUSH_SMALL_TENSOR = 16
 FLUSH_FRACTION = 0.01
 
 _FLOATS = (ir.DataType.FLOAT, ir.DataType.DOUBLE)
+TensorProto_FLOAT, TensorProto_DOUBLE = 1, 11  # onnx.TensorProto.FLOAT / DOUBLE
 _OVERFLOW_OPS = {"Softmax", "Exp", "Pow", "ReduceSum", "ReduceSumSquare", "ReduceMean",
                  "ReduceProd", "ReduceL2", "ReduceLogSumExp"}
 
@@ -78,7 +80,7 @@ def small_constant(value: ir.Value | None) -> np.ndarray | None:
     if value is None or value.const_value is None or value.dtype not in _FLOATS:
         return None
     tensor = value.const_value
-    if isinstance(tensor, ir.ExternalTensor):
+    if isinstance(tensor, ir.ExternalTensor) or getattr(tensor, "reads_files", False):
         return None
     if tensor.dtype not in _FLOATS or tensor.nbytes > SMALL_TENSOR_BYTES:
         return None
@@ -89,11 +91,89 @@ def small_constant(value: ir.Value | None) -> np.ndarray | None:
         return None
 
 
-def _constants_out_of_range(model: ir.Model, fmt) -> Iterator[Hazard]:
-    seen = set()
+def small_ints(value: ir.Value | None) -> list[int] | None:
+    """The values of an inline integer constant of at most 1 MB, else None (nothing is read:
+    a tensor in external data, a FIFO or a missing file behind it, is never opened)."""
+    if value is None or value.const_value is None:
+        return None
+    tensor = value.const_value
+    if isinstance(tensor, ir.ExternalTensor) or getattr(tensor, "reads_files", False):
+        return None
+    try:
+        if not tensor.dtype.is_integer() or tensor.nbytes > SMALL_TENSOR_BYTES:
+            return None
+        return [int(a) for a in np.asarray(tensor.numpy()).reshape(-1)]
+    except Exception:  # noqa: BLE001 - a corrupt constant: not this check's business
+        return None
+
+
+def _screen_constants(model: ir.Model, fmt) -> set[int]:
+    """Ids of the initializers :func:`_constants_out_of_range` must look at one by one.
+
+    Inline float tensors (raw bytes, as exporters write them, or typed ``float_data``) are
+    screened together, in one numpy pass over their concatenated values: only those with a value
+    out of range, or one that flushes to zero, are returned. Anything else (other storage, sizes
+    the dims disagree with) is returned as is, to be looked at one by one. A model of a million tiny constants costs one pass instead of a million conversions."""
+    slow: set[int] = set()
+    groups: dict[int, tuple[list[int], list[bytes]]] = {TensorProto_FLOAT: ([], []), TensorProto_DOUBLE: ([], [])}
+    typed_ids: list[int] = []
+    typed_counts: list[int] = []
+    typed_values: list[float] = []
     for graph in model.graphs():
         for value in graph.initializers.values():
-            if id(value) in seen:
+            tensor = value.const_value
+            if tensor is None or isinstance(tensor, ir.ExternalTensor):
+                continue
+            proto = getattr(tensor, "raw", None) if isinstance(tensor, ir.serde.TensorProtoTensor) else None
+            if proto is None or proto.data_type not in groups or proto.data_location != 0:
+                slow.add(id(value))
+                continue
+            itemsize = 4 if proto.data_type == TensorProto_FLOAT else 8
+            n = math.prod(proto.dims)
+            if n * itemsize > SMALL_TENSOR_BYTES:
+                continue  # never read (small_constant's limit)
+            data = proto.raw_data
+            if data and len(data) == n * itemsize:
+                ids, chunks = groups[proto.data_type]
+                ids.append(id(value))
+                chunks.append(data)
+                continue
+            typed = proto.float_data if proto.data_type == TensorProto_FLOAT else proto.double_data
+            if not data and len(typed) == n:
+                if n:
+                    typed_ids.append(id(value))
+                    typed_counts.append(n)
+                    typed_values.extend(typed)
+                continue
+            if data or n:
+                slow.add(id(value))  # a size the dims disagree with: looked at one by one
+    flagged = set(slow)
+    if typed_ids:
+        flagged.update(_out_of_range(np.asarray(typed_values, np.float64), typed_ids, typed_counts, fmt))
+    for code, (ids, chunks) in groups.items():
+        if ids:
+            itemsize = 4 if code == TensorProto_FLOAT else 8
+            a = np.frombuffer(b"".join(chunks), dtype=f"<f{itemsize}").astype(np.float64)
+            flagged.update(_out_of_range(a, ids, [len(c) // itemsize for c in chunks], fmt))
+    return flagged
+
+
+def _out_of_range(a: np.ndarray, ids: list[int], counts: list[int], fmt) -> set[int]:
+    """Ids whose segment of ``a`` (``counts`` values each) holds a finite value above the
+    format's max or a non-zero one below its smallest subnormal."""
+    with np.errstate(all="ignore"):
+        owner = np.repeat(np.arange(len(ids)), counts)
+        mag = np.abs(a)
+        hit = np.isfinite(a) & ((mag > fmt.max_finite) | ((a != 0) & (mag < fmt.min_subnormal)))
+    return {ids[i] for i in np.unique(owner[hit])}
+
+
+def _constants_out_of_range(model: ir.Model, fmt) -> Iterator[Hazard]:
+    seen = set()
+    candidates = _screen_constants(model, fmt)
+    for graph in model.graphs():
+        for value in graph.initializers.values():
+            if id(value) in seen or id(value) not in candidates:
                 continue
             seen.add(id(value))
             a = small_constant(value)
@@ -165,8 +245,11 @@ def _reduced_elements(node: ir.Node) -> int | None:
         attr = node.attributes.get("axes")
         if attr is not None:
             axes = list(attr.value)
-        elif len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].const_value is not None:
-            axes = [int(a) for a in node.inputs[1].const_value.numpy().reshape(-1)]
+        elif len(node.inputs) > 1 and node.inputs[1] is not None:
+            values = small_ints(node.inputs[1])
+            if values is None:
+                return None  # axes computed at run time, or stored in external data (never read)
+            axes = values
         else:
             axes = list(range(len(dims)))
     total = 1

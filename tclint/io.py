@@ -469,18 +469,18 @@ def refuse_overwriting(*, reads: Iterable, writes: Iterable, models: Iterable = 
             existing[ident] = w
     if not existing:
         return  # nothing to overwrite: an input exists, so it cannot be any of these
-    read_paths = [Path(r) for r in reads if r is not None]
+    read_paths = [(Path(r), "an input") for r in reads if r is not None]
     for m in models:
         if m is None:
             continue
-        read_paths += model_files(m) if not isinstance(m, tuple) else model_files(*m)
-    for r in read_paths:
+        files = model_files(*m) if isinstance(m, tuple) else model_files(m)
+        read_paths.append((files[0], "the input model"))
+        read_paths += [(f, f"the external data of the input model {files[0].name}") for f in files[1:]]
+    for r, what in read_paths:
         ident = _identity_of(r)
         if ident in existing:
-            w = existing[ident]
-            what = "an input" if os.path.realpath(r) == os.path.realpath(w) else f"{r}, an input"
-            raise UsageError(f"refusing to write {w}: it is {what} of this command, and an output "
-                             "must not overwrite an input")
+            raise UsageError(f"refusing to write {existing[ident]}: it is {what} of this command, "
+                             "and an output must not overwrite an input")
 
 
 def refuse_overwriting_model_output(out: str | os.PathLike, *, reads: Iterable = (), models: Iterable = (),

@@ -13,8 +13,10 @@ graph inputs, so they never see weight bytes.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ import onnx
 import onnx_ir as ir
 
 from tclint.errors import InputError, UsageError
+from tclint.io import set_base_dir
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +79,17 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 def load_model(path: str | os.PathLike) -> ir.Model:
     """Load a model's structure with lazy weights. Raises InputError with a one-line reason."""
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file")
-    if p.is_dir():
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{p}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{p}: is a directory, not an ONNX file")
+    if not stat.S_ISREG(st.st_mode):
+        # reading a FIFO blocks until someone writes to it; a device may never end
+        raise InputError(f"{p}: not a regular file (a FIFO, device or socket), not an ONNX file")
     try:
         with open(p, "rb") as f:
             head = f.read(1)
@@ -92,17 +102,113 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     except Exception as exc:  # protobuf raises DecodeError / RuntimeWarning variants
         raise InputError(f"{p}: not a valid ONNX model (truncated or not ONNX: {_first_line(exc)})") from None
     _validate_proto(p, proto)
+    sparse = _take_sparse_initializers(p, proto)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:
         raise InputError(f"{p}: malformed ONNX model: {_first_line(exc)}") from None
-    base_dir = str(p.resolve().parent)
-    for graph in model.graphs():
-        for value in graph.initializers.values():
-            if isinstance(value.const_value, ir.ExternalTensor):
-                value.const_value.base_dir = base_dir
+    # every external tensor (initializers, Constant tensors, functions) resolves against the
+    # model's folder, never the current directory
+    set_base_dir(model, str(p.resolve().parent))
+    _attach_sparse_initializers(p, model, sparse)
     _check_opsets(p, model)
     return model
+
+
+# --------------------------------------------------------------------------------------------
+# sparse_initializer: onnx-ir reads only dense initializers
+# --------------------------------------------------------------------------------------------
+#: A sparse initializer is made dense (for fix and convert, which rewrite weights) up to this size.
+SPARSE_DENSE_LIMIT_BYTES = 1 << 31
+
+
+def _take_sparse_initializers(path: Path, proto: onnx.ModelProto) -> list[onnx.SparseTensorProto]:
+    """Move the main graph's sparse initializers out of the proto, leaving a dense placeholder
+    (name, type, dims, no data) for each, so that the IR sees the weight and its shape."""
+    for sub in _subgraphs(proto.graph):
+        if sub.sparse_initializer:
+            raise InputError(f"{path}: sparse_initializer inside a subgraph is not supported")
+    sparse = list(proto.graph.sparse_initializer)
+    if not sparse:
+        return []
+    names = {t.name for t in proto.graph.initializer}
+    for sp in sparse:
+        name = sp.values.name
+        if not name or name in names:
+            raise InputError(f"{path}: sparse_initializer {name!r} has no name or repeats a dense one")
+        if any(d < 0 for d in sp.dims):
+            raise InputError(f"{path}: sparse_initializer {name!r} has a negative dim {list(sp.dims)}")
+        try:
+            ir.DataType(sp.values.data_type)
+        except ValueError:
+            raise InputError(f"{path}: sparse_initializer {name!r} has an unknown data type") from None
+        placeholder = proto.graph.initializer.add()
+        placeholder.name, placeholder.data_type = name, sp.values.data_type
+        placeholder.dims.extend(sp.dims)
+    del proto.graph.sparse_initializer[:]
+    return sparse
+
+
+def _subgraphs(graph: onnx.GraphProto):
+    for node in graph.node:
+        for attr in node.attribute:
+            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else (
+                list(attr.graphs) if attr.type == onnx.AttributeProto.GRAPHS else [])
+            for sub in subs:
+                yield sub
+                yield from _subgraphs(sub)
+
+
+class SparseInitializer(ir.LazyTensor):
+    """A sparse initializer seen as the dense tensor it stands for; its values are made dense
+    only when read (fix, convert, the verification); ``check`` needs its dims only.
+    ``reads_files``: its values are in external data (the hazard rules never read those)."""
+
+    def __init__(self, path: Path, sp: onnx.SparseTensorProto):
+        self.reads_files = any(t.data_location == onnx.TensorProto.EXTERNAL for t in (sp.values, sp.indices))
+        super().__init__(lambda: _densify(path, sp), ir.DataType(sp.values.data_type),
+                         ir.Shape(list(sp.dims)), cache=True, name=sp.values.name)
+
+
+def _attach_sparse_initializers(path: Path, model: ir.Model, sparse) -> None:
+    for sp in sparse:
+        value = model.graph.initializers[sp.values.name]
+        value.const_value = SparseInitializer(path, sp)
+
+
+def _densify(path: Path, sp: onnx.SparseTensorProto) -> ir.Tensor:
+    import numpy as np
+    from onnx import numpy_helper
+
+    name = sp.values.name
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in (sp.values, sp.indices)):
+        raise InputError(f"{path}: sparse_initializer {name!r} keeps its values in external data, "
+                         "which tclint does not read; store it dense")
+    dims = tuple(sp.dims)
+    n = math.prod(dims)
+    dtype = ir.DataType(sp.values.data_type)
+    if n * max(dtype.itemsize, 1) > SPARSE_DENSE_LIMIT_BYTES:
+        raise InputError(f"{path}: sparse_initializer {name!r} of dims {list(dims)} is too large "
+                         "to make dense")
+    try:
+        values = numpy_helper.to_array(sp.values).reshape(-1)
+        indices = numpy_helper.to_array(sp.indices).astype(np.int64)
+    except Exception as exc:  # noqa: BLE001 - corrupt tensors
+        raise InputError(f"{path}: sparse_initializer {name!r} cannot be read: {_first_line(exc)}") from None
+    if indices.ndim == 2 and indices.shape[1] == len(dims) and len(dims) > 0:
+        if np.any(indices < 0) or np.any(indices >= np.asarray(dims)):
+            raise InputError(f"{path}: sparse_initializer {name!r} has indices outside its dims")
+        flat = np.ravel_multi_index(tuple(indices.T), dims) if len(indices) else indices.reshape(-1)
+    elif indices.ndim == 1:
+        flat = indices
+    else:
+        raise InputError(f"{path}: sparse_initializer {name!r} has indices of shape {list(indices.shape)}")
+    if len(flat) != len(values) or (len(flat) and (flat.min() < 0 or flat.max() >= n)):
+        raise InputError(f"{path}: sparse_initializer {name!r}: {len(values)} values, {len(flat)} "
+                         f"indices, some outside its {n} elements")
+    dense = np.zeros(n, dtype=values.dtype)
+    dense[flat] = values
+    return ir.Tensor(dense.reshape(dims), name=name)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -284,30 +390,131 @@ def _has_unknown_dims(model: ir.Model) -> bool:
 
 
 def _stripped_proto(model: ir.Model) -> onnx.ModelProto:
-    """Serialize the model with large initializers turned into typed inputs (no weight bytes)."""
+    """Serialize the model for the proto-based shape inference tools, without weight bytes and
+    without anything they could read from disk: large or external initializers become typed
+    graph inputs, and a Constant node whose tensor lives in external data becomes a typed input
+    too (onnxruntime's symbolic inference would open its file relative to the current directory).
+
+    The IR is not modified. Small inline initializers (the values shape inference needs) are
+    copied as the TensorProtos they were read from, in one bulk copy: a model with a million tiny
+    constants is not serialized one value at a time."""
     graph = model.graph
-    saved_inputs = list(graph.inputs)
+    listed = set(graph.inputs)  # a set: `in graph.inputs` is a list scan (quadratic on big graphs)
     hidden: list[ir.Value] = []
-    for value in list(graph.initializers.values()):
+    keep: list[ir.Value] = []
+    raws: list[onnx.TensorProto] = []
+    bits: dict[int, int] = {}
+    outputs = set(graph.outputs)
+    for value in graph.initializers.values():
+        if value not in listed and value not in outputs and not value.uses():
+            continue  # read by nothing: shape inference has no use for it
         tensor = value.const_value
-        if tensor is None or tensor.nbytes > _SMALL_TENSOR_BYTES or isinstance(tensor, ir.ExternalTensor):
-            if value.shape is None and tensor is not None:
-                value.shape = tensor.shape
-            if value.dtype is None and tensor is not None:
-                value.dtype = tensor.dtype
+        raw = getattr(tensor, "raw", None) if isinstance(tensor, ir.serde.TensorProtoTensor) else None
+        if isinstance(raw, onnx.TensorProto) and raw.data_location != onnx.TensorProto.EXTERNAL:
+            # sized from the proto itself: TensorProtoTensor.shape builds a new Shape per call
+            if raw.data_type not in bits:
+                bits[raw.data_type] = _bitwidth(raw.data_type)
+            if (math.prod(raw.dims) * bits[raw.data_type] + 7) // 8 > _SMALL_TENSOR_BYTES:
+                hidden.append(value)
+            elif raw.name == value.name and not tensor.metadata_props:
+                raws.append(raw)
+            else:
+                keep.append(value)
+        elif tensor is None or isinstance(tensor, ir.ExternalTensor) or _nbytes(tensor) > _SMALL_TENSOR_BYTES:
             hidden.append(value)
+        else:
+            keep.append(value)
+    shapes = []
+    for value in hidden:  # typed inputs: the tools need the dims, never the bytes
+        tensor = value.const_value
+        if tensor is not None and (value.shape is None or value.dtype is None):
+            shapes.append((value, value.shape, value.dtype))
+            if value.shape is None:
+                value.shape = tensor.shape
+            if value.dtype is None:
+                value.dtype = tensor.dtype
+    view = ir.GraphView([*graph.inputs, *(v for v in hidden if v not in listed)], graph.outputs,
+                        nodes=graph, initializers=keep, name=graph.name,
+                        opset_imports=graph.opset_imports, doc_string=graph.doc_string)
+    model.graph = view  # type: ignore[assignment] - serialize_model reads .graph only
     try:
-        listed = set(graph.inputs)  # a set: `in graph.inputs` is a list scan (quadratic on big graphs)
-        for value in hidden:
-            graph.initializers.pop(value.name)
-            if value not in listed:
-                graph.inputs.append(value)
-        return ir.serde.serialize_model(model)
+        proto = ir.serde.serialize_model(model)
     finally:
-        graph.inputs.clear()
-        graph.inputs.extend(saved_inputs)
-        for value in hidden:
-            graph.initializers.add(value)
+        model.graph = graph
+        for value, shape, dtype in shapes:
+            value.shape, value.dtype = shape, dtype
+    proto.graph.initializer.extend(raws)
+    _hide_external_constants(proto)
+    return proto
+
+
+def _bitwidth(data_type: int) -> int:
+    try:
+        return ir.DataType(data_type).bitwidth
+    except (TypeError, ValueError):
+        return 1 << 40  # unknown: hidden (its bytes cannot be sized)
+
+
+def _nbytes(tensor) -> int:
+    try:
+        return tensor.nbytes
+    except (TypeError, ValueError):
+        return 1 << 62
+
+
+def _hide_external_constants(proto: onnx.ModelProto) -> None:
+    """Constant nodes (in the graph, its subgraphs and functions) whose tensor is in external
+    data: in the main graph and subgraphs they become typed inputs of the main graph (subgraphs
+    see outer-scope names); in functions their tensor loses its data (inference of that node
+    then fails, which is reported as a note, instead of a file being opened)."""
+    ext = onnx.TensorProto.EXTERNAL
+
+    def external(node) -> onnx.TensorProto | None:
+        if node.op_type != "Constant" or node.domain not in ("", "ai.onnx"):
+            return None
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == ext:
+                return attr.t
+        return None
+
+    def walk(graph: onnx.GraphProto) -> None:
+        kept = []
+        changed = False
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    walk(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        walk(sub)
+                elif attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == ext \
+                        and external(node) is None:
+                    _drop_data(attr.t)
+            t = external(node)
+            if t is not None and node.output:
+                proto.graph.input.append(onnx.helper.make_tensor_value_info(
+                    node.output[0], t.data_type, list(t.dims)))
+                changed = True
+                continue
+            kept.append(node)
+        if changed:
+            del graph.node[:]
+            graph.node.extend(kept)
+        for init in graph.initializer:  # subgraph initializers in external data: dims only
+            if init.data_location == ext and graph is not proto.graph:
+                _drop_data(init)
+
+    walk(proto.graph)
+    for fn in proto.functions:
+        for node in fn.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_location == ext:
+                    _drop_data(attr.t)
+
+
+def _drop_data(t: onnx.TensorProto) -> None:
+    t.data_location = onnx.TensorProto.DEFAULT
+    del t.external_data[:]
 
 
 def _merge_shapes(model: ir.Model, inferred: onnx.ModelProto) -> int:

@@ -9,7 +9,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from tclint.cli.common import add_shape_flags, add_target_flags, shape_bindings
-from tclint.config import FAIL_ON, FORMATS, resolve_options
+from tclint.config import FAIL_ON, FORMATS, find_pyproject, load_config, resolve_options
 from tclint.errors import InputError, TclintError, UsageError
 from tclint.io import refuse_overwriting, write_text
 from tclint.lint import check_model, load_baseline, write_baseline
@@ -92,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline and not args.update_baseline:
         baseline = load_baseline(args.baseline)
     models = collect_models(args.models)
+    # the configuration is validated once, before any model: a bad value is one line, not one per model
+    for pyproject in {Path(args.config) if args.config else find_pyproject(m) for m in models}:
+        load_config(pyproject)
     # what check writes (the report, the baseline) must not be a model or its data
     writes = [args.output, args.baseline if args.update_baseline else None]
     refuse_overwriting(writes=writes, models=models, reads=[args.calibration, args.config])
