@@ -33,6 +33,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tclint.bench import bench_models, cuda_available, gpu_info
+from tclint.errors import TclintError
+from tclint.io import write_text
 from tclint.specs import GPUS, PRECISIONS, get_gpu
 
 DTYPES = {"fp16": (np.float16, TensorProto.FLOAT16), "fp32": (np.float32, TensorProto.FLOAT)}
@@ -290,9 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         "measurements": measurements,
     }
     try:
-        Path(args.out).write_text(json.dumps(table, indent=2) + "\n")
-    except OSError as exc:
-        print(f"calibrate: error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        write_text(args.out, json.dumps(table, indent=2) + "\n")
+    except TclintError as exc:
+        print(f"calibrate: error: {exc}", file=sys.stderr)
         return 2
     log(f"wrote {args.out}")
     return 0

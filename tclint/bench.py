@@ -33,6 +33,7 @@ import onnx
 import onnxruntime as ort
 
 from tclint.errors import InputError, UsageError
+from tclint.runtime import session_options
 
 logger = logging.getLogger(__name__)
 
@@ -174,8 +175,7 @@ def _tiny_model_bytes() -> bytes:
 def _provider_really_runs(ep: str) -> bool:
     if ep not in ort.get_available_providers():
         return False
-    options = ort.SessionOptions()
-    options.log_severity_level = 4
+    options = session_options()
     # The probe failing is the expected answer on machines without a GPU: keep onnxruntime's
     # "failed to load libcublas" lines off the user's terminal (2 = onnxruntime's default).
     ort.set_default_logger_severity(4)
@@ -482,8 +482,7 @@ def _load_structure(path: str) -> onnx.ModelProto:
 
 
 def _session(path: str, providers: list, *, shared: bool = False) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()
     if shared and providers == ["CPUExecutionProvider"]:
         # Interleaved sessions share the cores: a previous session's thread pool spinning
         # after its run would slow down whichever model runs next.
@@ -788,8 +787,7 @@ def profile_layers(
     path = os.fspath(path)
     structure = _load_structure(path)
     with tempfile.TemporaryDirectory(prefix="tclint-profile-") as tmp:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
+        options = session_options()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tmp, "profile")

@@ -29,6 +29,7 @@ from tclint.io import (
     stage_model,
 )
 from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, NormEpsilon, TensorClamp
+from tclint.runtime import session_options
 from tclint.verify import random_tensor
 
 logger = logging.getLogger(__name__)
@@ -322,8 +323,7 @@ def random_feeds(model: ir.Model, *, seed: int = 0) -> Feeds:
 def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()
     if disable_optimizations:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
@@ -343,8 +343,7 @@ def _session_file(path: Path, label: str):
     """An onnxruntime session on a written model file (its external data beside it)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types

@@ -866,6 +866,31 @@ def save_model_atomic(
         return staged.commit()
 
 
+def check_inputs_file(path: str | os.PathLike | None) -> None:
+    """``--inputs``: a readable .npz of numeric or boolean arrays (strings, objects, records and
+    dates cannot feed a tensor input). One InputError naming the array, before any model runs."""
+    if path is None:
+        return
+    import numpy as np
+
+    if not is_regular_file(path):
+        raise InputError(f"cannot read inputs {path}: " + ("no such file" if not os.path.exists(path)
+                                                            else "not a regular file"))
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise InputError(f"cannot read inputs {path}: not an .npz archive (np.savez writes one)")
+            for name in data.files:
+                kind = data[name].dtype.kind
+                if kind not in "biufc":
+                    raise InputError(f"inputs {path}: array {name!r} holds {data[name].dtype} values; "
+                                     "inputs must be numeric or boolean arrays")
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - zipfile, numpy and OS errors alike
+        raise InputError(f"cannot read inputs {path}: {' '.join(str(exc).split())[:200]}") from None
+
+
 def is_regular_file(path: str | os.PathLike) -> bool:
     try:
         return stat.S_ISREG(Path(path).stat().st_mode)
@@ -874,7 +899,7 @@ def is_regular_file(path: str | os.PathLike) -> bool:
 
 
 __all__ = [
-    "PROTO_LIMIT_BYTES", "StagedModel", "conventional_data_name", "external_tensors",
+    "PROTO_LIMIT_BYTES", "StagedModel", "check_inputs_file", "conventional_data_name", "external_tensors",
     "location_problem", "model_files", "model_weight_bytes", "refuse_overwriting",
     "refuse_overwriting_model_output", "remove_replaced_data", "require_readable_weights",
     "save_model_atomic", "set_base_dir", "stage_model", "sweep_leftovers", "temp_dir",

@@ -196,6 +196,8 @@ def load_baseline(path: str | os.PathLike) -> set[str]:
             data = json.load(f)
     except FileNotFoundError:
         raise UsageError(f"baseline {path} does not exist (create it with --update-baseline)") from None
+    except RecursionError:
+        raise UsageError(f"cannot read baseline {path}: JSON nested too deeply") from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read baseline {path}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("findings"), list):

@@ -112,7 +112,47 @@ def load_model(path: str | os.PathLike) -> ir.Model:
     set_base_dir(model, str(p.resolve().parent))
     _attach_sparse_initializers(p, model, sparse)
     _check_opsets(p, model)
+    _check_function_calls(p, model)
     return model
+
+
+def _check_function_calls(path: Path, model: ir.Model) -> None:
+    """Model-local functions must not call themselves, directly or through others (the ONNX
+    checker rejects it; expanding or padding one would never end)."""
+    functions = {(f.domain, f.name): f for f in model.functions.values()}
+    if not functions:
+        return
+    calls: dict[tuple[str, str], set[tuple[str, str]]] = {}
+    for key, fn in functions.items():
+        calls[key] = {(n.domain, n.op_type) for n in ir.traversal.RecursiveGraphIterator(fn)
+                      if (n.domain, n.op_type) in functions}
+    state: dict[tuple[str, str], int] = {}  # 1: on the current path, 2: done
+
+    def name(key):
+        return f"{key[0]}::{key[1]}" if key[0] else key[1]
+
+    for root in calls:
+        if state.get(root):
+            continue
+        stack = [(root, iter(sorted(calls[root])))]
+        path_keys = [root]
+        state[root] = 1
+        while stack:
+            key, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[key] = 2
+                stack.pop()
+                path_keys.pop()
+                continue
+            if state.get(nxt) == 1:
+                cycle = path_keys[path_keys.index(nxt):] + [nxt]
+                raise InputError(f"{path}: model-local function {name(nxt)} calls itself "
+                                 f"({' -> '.join(map(name, cycle))}); ONNX functions cannot be recursive")
+            if not state.get(nxt):
+                state[nxt] = 1
+                stack.append((nxt, iter(sorted(calls[nxt]))))
+                path_keys.append(nxt)
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from tclint.html_report import render_html
 from tclint.io import refuse_overwriting_model_output, save_model_atomic, temp_dir, write_text
 from tclint.lint import check_model
 from tclint.load import load_model
+from tclint.runtime import session_options
 
 logger = logging.getLogger(__name__)
 
@@ -288,8 +289,7 @@ def _verify(
     original: str, optimized: str, *, options: CheckOptions, batch, inputs_npz, rtol, atol
 ) -> dict:
     """Outputs of the optimized model against the original's, on onnxruntime CPU."""
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
+    so = session_options()
     ref = ort.InferenceSession(original, so, providers=["CPUExecutionProvider"])
     opt = ort.InferenceSession(optimized, so, providers=["CPUExecutionProvider"])
     if inputs_npz is not None:

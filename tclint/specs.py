@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -211,27 +212,50 @@ class CostConstants:
 DEFAULT_CONSTANTS = CostConstants()
 
 
+#: Constants that may be 0 (no launch cost, no transposes); all others must be > 0.
+_MAY_BE_ZERO = frozenset({"launch_overhead_s", "nchw_transposes_per_conv"})
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load_calibration(path: str | os.PathLike) -> tuple[CostConstants, dict]:
     """Load a measured table written by ``benchmarks/calibrate.py``.
 
     The file is JSON: ``{"gpu": ..., "driver": ..., "command": ..., "constants": {name: value}}``.
-    Returns the constants (documented defaults for anything the file does not measure) and the
-    file's metadata, so reports can say where the numbers came from.
+    Every constant must be one the cost model has, and a finite number > 0 (>= 0 for the launch
+    overhead and the NCHW transposes; NaN, Infinity, null, strings refused): a bad table is one
+    UsageError, never a NaN estimate that passes the gate. Returns the constants (documented
+    defaults for anything the file does not measure) and the file's metadata, so reports can
+    say where the numbers came from.
     """
     try:
-        with open(path) as f:
-            data = json.load(f)
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f, parse_constant=_reject_constant)
+    except RecursionError:
+        raise UsageError(f"cannot read calibration table {path}: JSON nested too deeply") from None
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read calibration table {path}: {exc}") from None
+        why = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+        raise UsageError(f"cannot read calibration table {path}: {why}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"calibration table {path} is not a JSON object with \"constants\"")
     measured = data.get("constants", {})
+    if not isinstance(measured, dict):
+        raise UsageError(f"calibration table {path}: \"constants\" must be an object of name: number")
+    fields = {f_.name: f_ for f_ in dataclasses.fields(CostConstants)}
+    unknown = sorted(k for k in measured if k not in fields
+                     or not isinstance(getattr(DEFAULT_CONSTANTS, k), Constant))
+    if unknown:
+        raise UsageError(f"calibration table {path} has unknown constants: {', '.join(unknown)}")
     where = f"measured: {data.get('gpu', '?')}, driver {data.get('driver', '?')}: {data.get('command', '?')}"
     changes = {}
-    for f_ in dataclasses.fields(CostConstants):
-        if f_.name in measured and isinstance(getattr(DEFAULT_CONSTANTS, f_.name), Constant):
-            changes[f_.name] = Constant(float(measured[f_.name]), where)
-    unknown = set(measured) - {f_.name for f_ in dataclasses.fields(CostConstants)}
-    if unknown:
-        raise UsageError(f"calibration table {path} has unknown constants: {', '.join(sorted(unknown))}")
+    for name, raw in measured.items():
+        ok = isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw)
+        if not (ok and (raw >= 0 if name in _MAY_BE_ZERO else raw > 0)):
+            want = "a finite number >= 0" if name in _MAY_BE_ZERO else "a finite number > 0"
+            raise UsageError(f"calibration table {path}: {name} = {json.dumps(raw)[:40]}: expected {want}")
+        changes[name] = Constant(float(raw), where)
     meta = {k: v for k, v in data.items() if k != "constants"}
     return dataclasses.replace(DEFAULT_CONSTANTS, source=where, **changes), meta
 

@@ -30,6 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from tclint.errors import InputError
+from tclint.runtime import session_options
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +321,7 @@ def _feeds(graph: onnx.GraphProto, inputs, dims: Mapping[str, int],
             elem, shape = _type_key(v)
             if v.name in input_shapes:
                 shape = tuple(input_shapes[v.name])
-            shape = tuple(d if isinstance(d, int) and d > 0 else int(dims.get(d, 1)) for d in (shape or ()))
+            shape = tuple(d if isinstance(d, int) and d >= 0 else int(dims.get(d, 1)) for d in (shape or ()))
             if any(d < 0 for d in shape) or math.prod(shape) > _MAX_RANDOM_ELEMENTS:
                 raise InputError(f"input {v.name!r} of shape {list(shape)} is too large to verify "
                                  "on random data; pass --inputs (or bind smaller dims)")
@@ -369,8 +370,7 @@ def _user_feeds(real: list[onnx.ValueInfoProto], inputs) -> list[Feeds]:
 def _session(source: str | bytes):
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 

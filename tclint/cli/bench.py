@@ -7,7 +7,7 @@ import sys
 
 from tclint.bench import ALGO_SEARCH, PROVIDERS, bench_models, format_json, format_table
 from tclint.cli.common import add_shape_flags, shape_bindings
-from tclint.io import refuse_overwriting, write_text
+from tclint.io import check_inputs_file, refuse_overwriting, write_text
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +82,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_inputs_file(args.inputs)
     if args.output:
         refuse_overwriting(writes=[args.output], models=args.models, reads=[args.inputs])
     report = bench_models(args.models, rtol=args.rtol, atol=args.atol, **runtime_options(args))

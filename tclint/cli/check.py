@@ -15,6 +15,7 @@ from tclint.io import refuse_overwriting, write_text
 from tclint.lint import check_model, load_baseline, write_baseline
 from tclint.report import FORMATTERS, format_statistics
 from tclint.rules import validate_prefixes
+from tclint.specs import load_calibration
 
 
 def register(sub) -> None:
@@ -93,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
         baseline = load_baseline(args.baseline)
     models = collect_models(args.models)
     # the configuration is validated once, before any model: a bad value is one line, not one per model
+    calibrations = {args.calibration} if args.calibration else set()
     for pyproject in {Path(args.config) if args.config else find_pyproject(m) for m in models}:
-        load_config(pyproject)
+        table = load_config(pyproject)
+        if not args.calibration:
+            calibrations |= {t["calibration"] for t in [table, *table.get("overrides", [])] if "calibration" in t}
+    for table_path in sorted(calibrations):
+        load_calibration(table_path)
     # what check writes (the report, the baseline) must not be a model or its data
     writes = [args.output, args.baseline if args.update_baseline else None]
     refuse_overwriting(writes=writes, models=models, reads=[args.calibration, args.config])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tclint.convert import convert_model, format_json, format_table, parse_names
 from tclint.errors import UsageError
+from tclint.io import check_inputs_file
 
 
 def register(subparsers) -> None:
@@ -75,6 +76,7 @@ def _config(model: str) -> dict:
 
 
 def run(args) -> int:
+    check_inputs_file(args.inputs)
     config = _config(args.model)
     dtype = args.dtype or config.get("dtype", "fp16")
     provider = args.provider or config.get("provider", "cuda")

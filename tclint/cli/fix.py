@@ -10,7 +10,13 @@ from pathlib import Path
 from tclint.cli.common import add_shape_flags, add_target_flags, shape_bindings
 from tclint.config import resolve_options
 from tclint.errors import OutputError, UsageError
-from tclint.io import refuse_overwriting, refuse_overwriting_model_output, temp_dir, write_text
+from tclint.io import (
+    check_inputs_file,
+    refuse_overwriting,
+    refuse_overwriting_model_output,
+    temp_dir,
+    write_text,
+)
 
 
 def _has_convert() -> bool:
@@ -71,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--rtol and --atol must be >= 0")
     if args.vocab_multiple is not None and args.vocab_multiple < 1:
         raise UsageError("--vocab-multiple must be a positive integer")
+    check_inputs_file(args.inputs)
     dims, shapes = shape_bindings(args)
     cli = {"arch": args.arch, "dtype": args.dtype, "strict": args.strict, "dims": dims,
            "input_shapes": shapes, "calibration": args.calibration,

@@ -10,6 +10,7 @@ from tclint.cli.bench import add_runtime_arguments
 from tclint.cli.common import add_shape_flags, add_target_flags, shape_bindings
 from tclint.config import resolve_options
 from tclint.errors import UsageError
+from tclint.io import check_inputs_file
 from tclint.optimize import optimize_model
 
 
@@ -53,6 +54,7 @@ def _progress(index: int, total: int, step: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.rtol is not None and args.rtol < 0) or (args.atol is not None and args.atol < 0):
         raise UsageError("--rtol and --atol must be >= 0")
+    check_inputs_file(args.inputs)
     dims, input_shapes = shape_bindings(args)
     cli = {
         "arch": args.arch,
