@@ -115,11 +115,17 @@ NO_SOURCE = Source()
 _STR = re.compile(r"""'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)\"""")
 
 
-def _str_list(text: str | None) -> list[str] | None:
+@functools.lru_cache(maxsize=4096)
+def _str_list(text: str | None) -> tuple[str, ...] | None:
     """A Python ``repr`` of a list of strings, as the dynamo exporter writes them (no eval of
-    anything else: a regex over the quoted items, unescaped only when they hold a backslash)."""
+    anything else: a regex over the quoted items, unescaped only when they hold a backslash).
+    Cached: a model's class hierarchies repeat from layer to layer."""
     if not text or not text.startswith("["):
         return None
+    if text == "[]":
+        return ()
+    if "\\" not in text and '"' not in text and text.startswith("['") and text.endswith("']"):
+        return tuple(text[2:-2].split("', '"))  # the common case: plain names
     out = []
     for m in _STR.finditer(text):
         raw = m.group(0)
@@ -130,14 +136,16 @@ def _str_list(text: str | None) -> list[str] | None:
                 return None
         else:
             out.append(raw[1:-1])
-    return out
+    return tuple(out)
 
 
 _FRAME = re.compile(r'File "([^"\n]+)", line (\d+), in ([^\n]*)(?:\n(?![ \t]*File ")[ \t]*([^\n]*))?')
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_stack_trace(text: str | None) -> tuple[Frame, ...]:
-    """``File "...", line N, in fn`` frames (outermost first), with the recorded code line."""
+    """``File "...", line N, in fn`` frames (outermost first), with the recorded code line.
+    Cached: every layer of a model repeats the same trace."""
     if not text:
         return ()
     return tuple(Frame(file=m.group(1), line=int(m.group(2)), function=m.group(3).strip(),
@@ -145,12 +153,20 @@ def parse_stack_trace(text: str | None) -> tuple[Frame, ...]:
                  for m in _FRAME.finditer(text))
 
 
-def _is_op_target(cls: str) -> bool:
-    """The last class_hierarchy entry is the op's target (``aten.addmm.default``)."""
-    return cls.startswith(("aten.", "prims.", "<", "torch.ops.", "_operator."))
+_OP_TARGET = ("aten.", "prims.", "<", "torch.ops.", "_operator.")
 
 
-def _module_chain(scopes: list[str], classes: list[str] | None) -> tuple[list[str], list[str]]:
+@functools.lru_cache(maxsize=4096)
+def _module_classes(classes: tuple[str, ...]) -> int:
+    """How many leading class_hierarchy entries are module classes: the rest are the op's
+    target (``aten.addmm.default``). Cached: hierarchies repeat from layer to layer."""
+    for i, cls in enumerate(classes):
+        if cls.startswith(_OP_TARGET):
+            return i
+    return len(classes)
+
+
+def _module_chain(scopes, classes) -> tuple[list[str], list[str]]:
     """The module scopes (root first) and their classes, without the op scope at the end.
 
     A module scope is the root ``''`` or extends the one before it (``m`` -> ``m.lm_head``);
@@ -160,19 +176,16 @@ def _module_chain(scopes: list[str], classes: list[str] | None) -> tuple[list[st
         return [], []
     if classes is not None and len(classes) != len(scopes):
         classes = None
-    mods, kinds = [scopes[0]], [classes[0]] if classes else []
-    for i in range(1, len(scopes)):
-        s, prev = scopes[i], mods[-1]
-        if classes is not None and _is_op_target(classes[i]):
-            break
-        if not (prev == "" or s.startswith(prev + ".")):
+    limit = _module_classes(tuple(classes)) if classes is not None else len(scopes)
+    mods = [scopes[0]]
+    for s in scopes[1:limit]:
+        prev = mods[-1]
+        if prev and not s.startswith(prev + "."):
             break
         mods.append(s)
-        if classes is not None:
-            kinds.append(classes[i])
     if classes is None and len(mods) > 1 and len(mods) == len(scopes):
         mods.pop()  # the exporter always ends the list with the op's own scope
-    return mods, kinds
+    return mods, list(classes[:len(mods)]) if classes is not None else []
 
 
 def _from_namespace(text: str | None) -> tuple[list[str], list[str]] | None:
@@ -235,22 +248,28 @@ def _owner(param: str) -> str:
     return param.rsplit(".", 1)[0]
 
 
-def _parameter_name(value: ir.Value | None) -> str | None:
-    """The PyTorch parameter name behind a weight input (``m.lm_head.weight``), if it kept one."""
-    root = weight_root(value)
-    if root is None or not root.name or not _PARAM.match(root.name):
-        return None
-    return root.name
+def _parameter_name(root: ir.Value) -> str | None:
+    return root.name if root.name and _PARAM.match(root.name) else None
 
 
 def _node_weight(node: ir.Node) -> str | None:
-    """The parameter name of the node's weight: inputs[1] first (MatMul/Gemm B, Conv W)."""
+    """The parameter name of the node's weight (MatMul/Gemm B, Conv W: inputs[1], else
+    inputs[0]), or of its bias when the weight lost its name (a folded Conv+BN keeps
+    ``conv1.weight_bias``). One walk per operand; activations end theirs at once."""
     inputs = list(node.inputs)
-    order = inputs[1:2] + inputs[:1] + inputs[2:]
-    for v in order:
-        name = _parameter_name(v)
+    for v in inputs[1:2] + inputs[:1]:
+        root = weight_root(v)
+        if root is None:
+            continue
+        name = _parameter_name(root)
         if name:
             return name
+        for b in inputs[2:]:
+            broot = weight_root(b)
+            name = _parameter_name(broot) if broot is not None else None
+            if name:
+                return name
+        return None
     return None
 
 

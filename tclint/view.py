@@ -212,11 +212,18 @@ def _root_of_constant(value: ir.Value | None) -> ir.Value | None:
 def weight_root(value: ir.Value | None) -> ir.Value | None:
     """The initializer a weight input comes from, through the ops exporters put in front of
     weights (``Transpose`` of a tied embedding, ``Cast``, ``DequantizeLinear``: see
-    :data:`CONSTANT_PASSTHROUGH`); None for an activation or a computed constant."""
-    if not _ConstCache().is_constant(value):
+    :data:`CONSTANT_PASSTHROUGH`; at most 8 of them); None for an activation or a computed
+    constant. Cheap on activations: the walk ends at their first non-passthrough op."""
+    root, seen = value, 0
+    while root is not None and root.const_value is None and seen < 8:
+        p = root.producer()  # a short walk first: activations end it at their first real op
+        if p is None or p.op_type not in CONSTANT_PASSTHROUGH or p.domain not in ("", "ai.onnx") \
+                or not p.inputs:
+            return None
+        root, seen = p.inputs[0], seen + 1
+    if root is None or root.const_value is None:
         return None
-    root = _root_of_constant(value)
-    return root if root is not None and root.const_value is not None else None
+    return root if _ConstCache().is_constant(value) else None
 
 
 def _dtype_name(value: ir.Value | None) -> ir.DataType | None:
