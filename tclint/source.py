@@ -416,9 +416,13 @@ def frame_under(source: Source, root: str | Path) -> tuple[str, int] | None:
     ``/home/alice/repo/train/model.py``, checked out at ``/ci/work``: ``train/model.py``); and
     in both cases the file's line ``N`` is the code the exporter recorded for that frame (when it
     recorded one), so a stale checkout or a same-named file elsewhere never gets the annotation.
+    Framework frames (:func:`is_framework_file`) are skipped even under ``root``: a root that
+    holds an installed torch still gets the model's line, not ``F.linear``'s.
     """
     base = Path(root).resolve()
     for f in reversed(source.frames):
+        if is_framework_file(f.file):
+            continue
         rel = _locate(f.file, str(base))
         if rel is not None and _line_matches(base / rel, f.line, f.code):
             return rel, f.line
@@ -429,8 +433,8 @@ def frame_under(source: Source, root: str | Path) -> tuple[str, int] | None:
 def _locate(file: str, base: str) -> str | None:
     root = Path(base)
     parts = _parts(file)
-    if not parts:
-        return None
+    if not parts or any(p in (".", "..") for p in parts):
+        return None  # a recorded path never climbs out of the checkout
     candidate = Path(file)
     if candidate.is_absolute():
         try:

@@ -334,6 +334,19 @@ def test_frame_under_a_checkout_with_another_path_prefix(checked, tmp_path):
     assert frame_under(s, tmp_path / "elsewhere") is None
 
 
+def test_frame_under_skips_framework_files_and_paths_that_climb_out(checked, tmp_path):
+    s = _lm_head(checked)
+    _mirror(tmp_path, s, "transformers/models/gpt2/modeling_gpt2.py")
+    _mirror(tmp_path, s, "torch/nn/modules/linear.py")  # the innermost frame, also under root
+    assert (tmp_path / "torch/nn/modules/linear.py").is_file()
+    assert frame_under(s, tmp_path) == ("transformers/models/gpt2/modeling_gpt2.py", s.line)
+    (tmp_path / "secret.py").write_text("x = 1\n")
+    (tmp_path / "sub").mkdir()
+    climbing = Source(frames=parse_stack_trace(
+        f'File "{tmp_path}/sub/../secret.py", line 1, in f\n    x = 1'))
+    assert frame_under(climbing, tmp_path / "sub") is None
+
+
 def test_frame_under_refuses_a_file_whose_line_changed(checked, tmp_path):
     s = _lm_head(checked)
     path = tmp_path / "transformers/models/gpt2/modeling_gpt2.py"
