@@ -116,3 +116,58 @@ def test_lint_time_grows_linearly(runs):
     ratio = big["seconds"] / small["seconds"]
     assert ratio < MAX_SCALING, f"10x nodes took {ratio:.1f}x the time"
     assert big["max_rss_mb"] / small["max_rss_mb"] < MAX_SCALING
+
+
+# --------------------------------------------------------------------------------------------
+# A million tiny initializers (issue 10 #11)
+# --------------------------------------------------------------------------------------------
+#: Scalar float initializers, either read by nothing (``unused``, next to one MatMul) or all
+#: read by one Concat (``used``). ``tclint check`` on 10^6 of them, measured as above (CPU time,
+#: other jobs sharing the 2-core machine; user+sys of /usr/bin/time, peak RSS):
+#:
+#:                    before (a1b292e)        after
+#:     unused 10^6    95 s, 3.8 GB            47 s, 2.8 GB
+#:     used   10^6    123 s, 4.5 GB           56 s, 3.5 GB
+#:
+#: What went: TC301 converted each constant to numpy on its own (now one numpy pass over all
+#: inline float bytes, tclint/hazards.py: _screen_constants); shape inference re-serialized every
+#: initializer through onnx-ir, twice (now the TensorProtos are copied in bulk and unused ones
+#: skipped, tclint/load.py: _stripped_proto). What is left is onnx-ir building one Value per
+#: initializer (~60% of the time) and the memory those objects take.
+MAX_SECONDS_1M_INITIALIZERS = 240.0
+MAX_RSS_MB_1M_INITIALIZERS = 6000.0
+
+
+def build_tiny_initializers(folder: Path, n: int, kind: str) -> Path:
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    inits = [helper.make_tensor(f"c{i}", TensorProto.FLOAT, [1], [0.5]) for i in range(n)]
+    if kind == "unused":
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+        inits.append(numpy_helper.from_array(np.ones((20, 30), np.float32), "W"))
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [8, 20])]
+        outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [8, 30])]
+    else:
+        nodes = [helper.make_node("Concat", [f"c{i}" for i in range(n)], ["cat"], axis=0, name="cat"),
+                 helper.make_node("Add", ["x", "cat"], ["y"], name="add")]
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n])]
+        outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n])]
+    g = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = folder / f"{kind}{n}.onnx"
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["unused", "used"])
+def test_a_million_tiny_initializers(tmp_path, kind):
+    small = lint_in_subprocess(build_tiny_initializers(tmp_path, 100_000, kind))
+    big = lint_in_subprocess(build_tiny_initializers(tmp_path, 1_000_000, kind))
+    print(f"\n{kind}: 10^5 {small['seconds']:.1f} s {small['max_rss_mb']:.0f} MB; "
+          f"10^6 {big['seconds']:.1f} s {big['max_rss_mb']:.0f} MB")
+    assert big["code"] in (0, 1)
+    assert big["seconds"] < MAX_SECONDS_1M_INITIALIZERS, big
+    assert big["max_rss_mb"] < MAX_RSS_MB_1M_INITIALIZERS, big
+    assert big["seconds"] / small["seconds"] < MAX_SCALING

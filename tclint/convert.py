@@ -23,6 +23,7 @@ import onnx_ir as ir
 from tclint import specs
 from tclint.errors import InputError, UsageError, VerificationError
 from tclint.io import (
+    external_tensors,
     model_weight_bytes,
     refuse_overwriting_model_output,
     require_readable_weights,
@@ -120,6 +121,8 @@ def convert_model(
     if out_path is not None:
         models = [] if isinstance(path_or_model, ir.Model) else [(path_or_model, model)]
         refuse_overwriting_model_output(out_path, models=models)
+    if external_data is None and external_tensors(model):
+        external_data = True  # external data in, external data out (every dtype, converted or not)
     weight_bytes = model_weight_bytes(model)
     small = weight_bytes <= _VERIFY_LIMIT_BYTES
     if auto and not verify:

@@ -22,7 +22,12 @@ import onnx_ir as ir
 
 from tclint.config import CheckOptions
 from tclint.errors import InputError, UsageError, VerificationError
-from tclint.io import refuse_overwriting_model_output, require_readable_weights, save_model_atomic
+from tclint.io import (
+    external_tensors,
+    refuse_overwriting_model_output,
+    require_readable_weights,
+    save_model_atomic,
+)
 from tclint.lint import analyse
 from tclint.load import load_model
 from tclint.passes.pad import (
@@ -129,6 +134,8 @@ def fix_model(
     model = load_model(path)
     if out_path is not None:
         refuse_overwriting_model_output(out_path, models=[(path, model)])
+    if external_data is None and external_tensors(model):
+        external_data = True  # external data in, external data out (even if every weight is padded)
     _require_typed_weights(model, path)
     require_readable_weights(model, path)
     snapshot = {v: v.shape for v in _values(model.graph)}

@@ -30,8 +30,10 @@ Writing a model with external data (:func:`stage_model`, :func:`save_model_atomi
        ``out`` is the old complete model (its own data file untouched); after it, the new one.
     7. Remove the data files of replaced outputs: every ``<out>.<tok>.data`` but our own, unless
        a live temporary file with ``tok`` exists (checked first: that writer has not committed),
-       or a ``*.onnx`` file of the folder mentions its name (checked after: a later commit never
-       references an older token again), or it is one of the command's inputs.
+       or a file of the folder that may be a model (``*.onnx``, or anything up to 64 MB) mentions
+       its name (checked after: a later commit never references an older token again), or it is
+       one of the command's inputs. A run killed between 6 and 7 leaves the replaced data file;
+       the next write to the same output removes it.
     Any failure or interrupt before 6 unlinks ``D`` then ``T``; a SIGKILL leaves both, and step 1
     of the next write into that folder removes them. Two concurrent writers to one ``out`` each
     commit a complete pair; the last rename wins and the loser's data file is removed by whichever
@@ -50,7 +52,8 @@ Never overwrite the inputs (:func:`refuse_overwriting`)
 
 Limits, on purpose: data files of older tclint versions (``<out>.data``) and of other tools are
 never removed; leftovers of processes on another host or pid namespace are left alone (their
-liveness cannot be judged from here); only ``*.onnx`` files are searched for references.
+liveness cannot be judged from here); references are searched in ``*.onnx`` files and in other
+files up to 64 MB, so a model renamed to another extension and grown past that is not seen.
 """
 
 from __future__ import annotations
@@ -406,8 +409,8 @@ def _identity_of(path: Path) -> tuple[int, int] | None:
 def model_files(path: str | os.PathLike, model: ir.Model | None = None) -> list[Path]:
     """The model file and every external data file it references (only those that exist).
 
-    With ``model`` (already loaded) nothing is read; without it the structure is parsed (no
-    weights), and only if needed by the caller (see :func:`refuse_overwriting`)."""
+    With ``model`` (already loaded) nothing is read; without it the file's bytes are scanned for
+    locations (no parse), and only when needed (see :func:`refuse_overwriting`)."""
     p = Path(path)
     files = [p]
     locations: set[str] = set()
@@ -423,23 +426,32 @@ def model_files(path: str | os.PathLike, model: ir.Model | None = None) -> list[
     return files
 
 
-def _proto_locations(path: Path) -> set[str]:
-    import onnx
-    from onnx.external_data_helper import _get_all_tensors
+#: An external_data entry as protobuf writes it: field 1 (key) = "location", then field 2 (value).
+_LOCATION_RE = re.compile(rb"\x0a\x08location\x12")
 
+
+def _proto_locations(path: Path) -> set[str]:
+    """Every external-data ``location`` a model file names, found in its bytes without parsing
+    it (a 2 GB inline model costs one scan, not a parse; a stray match only protects one more
+    path). Covers initializers, sparse tensors, attribute tensors, subgraphs and functions."""
+    out: set[str] = set()
     try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - not a model: the command itself will say so
-        return set()
-    out = set()
-    tensors = list(_get_all_tensors(proto))
-    for sparse in proto.graph.sparse_initializer:
-        tensors += [sparse.values, sparse.indices]
-    for t in tensors:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            for e in t.external_data:
-                if e.key == "location":
-                    out.add(e.value)
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) or os.fstat(f.fileno()).st_size == 0:
+                return out
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                for m in _LOCATION_RE.finditer(mm):
+                    i = m.end()
+                    if i >= len(mm):
+                        break
+                    n = mm[i]
+                    i += 1
+                    if n & 0x80 and i < len(mm):
+                        n = (n & 0x7F) | (mm[i] << 7)
+                        i += 1
+                    out.add(bytes(mm[i:i + n]).decode("utf-8", "surrogateescape"))
+    except (OSError, ValueError):
+        pass
     return out
 
 
@@ -451,8 +463,9 @@ def conventional_data_name(path: str | os.PathLike) -> Path:
 
 def refuse_overwriting(*, reads: Iterable, writes: Iterable, models: Iterable = ()) -> None:
     """Refuse (exit 2, one line) when a path to write is a file read, after resolving links, or
-    when two writes name the same file. ``reads``: plain files; ``models``: model paths (their
-    external data files count as read; parsed only when a write path already exists)."""
+    when two writes name the same file. ``reads``: plain files; ``models``: model paths, or
+    (path, loaded model) pairs (their external data files count as read; looked up only when a
+    write path already exists: a path that does not exist cannot be an input)."""
     writes = [Path(w) for w in writes if w is not None]
     seen: dict[str, Path] = {}
     for w in writes:
@@ -658,34 +671,55 @@ class StagedModel:
         _remove(self.path)
 
 
+#: Files the reference search reads besides ``*.onnx``: any file up to this size (a model that
+#: keeps its weights in external data is small; larger non-.onnx files are data, not models).
+MENTION_SEARCH_BYTES = 64 << 20
+
+
 def remove_replaced_data(folder: Path, dest_name: str, *, keep: str | None, protect: Iterable = ()) -> list[str]:
     """Step 7 of the protocol: data files ``<dest>.<tok>.data`` no model references any more."""
-    stem_re = _DATA_RE
     try:
         names = os.listdir(folder)
     except OSError:
         return []
     stem = _data_name(dest_name, "0" * 16)[: -len(".0000000000000000.data")]
-    candidates = [n for n in names if (m := stem_re.match(n)) and m["stem"] == stem and m["token"] != keep]
+    candidates = [n for n in names if (m := _DATA_RE.match(n)) and m["stem"] == stem and m["token"] != keep]
     if not candidates:
         return []
     protected = {i for i in (_identity_of(Path(p)) for p in protect) if i is not None}
     live, _, _ = _live_tokens(names)  # in flight: checked before looking for references
     removed = []
-    models = None
+    readers = None
     for name in candidates:
-        token = stem_re.match(name)["token"]
-        if token in live:
+        if _DATA_RE.match(name)["token"] in live:
             continue
-        if models is None:
-            models = [folder / n for n in os.listdir(folder) if n.endswith(".onnx")]
-        if any(_mentions(m, name) for m in models):
+        if readers is None:
+            readers = _possible_models(folder)
+        if any(_mentions(m, name) for m in readers):
             continue
         if _identity_of(folder / name) in protected:
             continue
         _remove(folder / name)
         removed.append(name)
     return removed
+
+
+def _possible_models(folder: Path) -> list[Path]:
+    """Files of ``folder`` that may be models referencing a data file: every ``*.onnx`` and any
+    other regular file up to :data:`MENTION_SEARCH_BYTES`, except tclint's own data and temporary
+    files (a renamed model keeps its data: ``mv out.onnx final.model`` still protects it)."""
+    out = []
+    for entry in os.scandir(folder):
+        name = entry.name
+        if name.startswith(TEMP_PREFIX) or _DATA_RE.match(name):
+            continue
+        try:
+            st = entry.stat()  # follows links: a linked model reads its data from here too
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and (name.endswith(".onnx") or st.st_size <= MENTION_SEARCH_BYTES):
+            out.append(Path(entry.path))
+    return out
 
 
 def _mentions(path: Path, name: str) -> bool:

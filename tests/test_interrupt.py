@@ -299,3 +299,187 @@ def test_check_report_into_a_device_keeps_the_device(small_model, tmp_path):
     assert proc.returncode in (0, 1), proc.stderr
     assert stat.S_ISCHR(node.lstat().st_mode)
     assert _leftovers(tmp_path) == ["null"]
+
+
+# --------------------------------------------------------------------------------------------
+# Killed at every write step, and two writers to one output: old or new, never torn
+# --------------------------------------------------------------------------------------------
+#: the writer's named steps (tclint/io.py stops at TCLINT_TEST_STOP_AT=<step>): model with
+#: external data, then the --report text file
+WRITE_STEPS = ["data-partial", "data-written", "model-partial", "model-written", "committed",
+               "text-partial", "text-written"]
+
+
+@pytest.fixture(scope="module")
+def ext_world(tmp_path_factory):
+    """A small model with external data, and the outputs of two different writers of it: the
+    "old" output (convert, FP16) and the "new" one (fix --force), each as ONNX Runtime computes
+    it, so a torn pair (one's graph with the other's data) cannot pass for either. Returns the
+    source, the feed, the outputs and the old output's folder (copied in as the file to replace)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    folder = tmp_path_factory.mktemp("ext_src")
+    src = folder / "m.onnx"
+    onnx.save(examples.single_conv(c=16, k=30, image=8, pre=None), str(src), save_as_external_data=True,
+              location="m.onnx.data", size_threshold=0)
+    feed = {"x": np.random.default_rng(0).standard_normal((1, 16, 8, 8)).astype(np.float32)}
+    outs, refs = {}, {}
+    for kind, argv in {"old": ["convert"], "new": ["fix", "--force"]}.items():
+        ref = tmp_path_factory.mktemp(f"ref_{kind}") / "out.onnx"
+        proc = subprocess.run([*_cmd(), argv[0], str(src), "-o", str(ref), *argv[1:]],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        data_file_of(ref)
+        outs[kind] = ort.InferenceSession(str(ref), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+        refs[kind] = ref
+    assert not np.allclose(outs["old"], outs["new"], rtol=1e-5, atol=1e-6), "old and new must be told apart"
+    return src, feed, outs, refs["old"]
+
+
+def _put_old_output(world, folder: Path) -> Path:
+    """The old complete output (model and its data file) in ``folder``, as a previous run left it."""
+    import shutil
+
+    old = world[3]
+    shutil.copy2(old, folder / "out.onnx")
+    shutil.copy2(data_file_of(old), folder / data_file_of(old).name)
+    return folder / "out.onnx"
+
+
+def _which(out: Path, world) -> str:
+    """'old' or 'new': the complete model at ``out`` (its own data file, outputs of one of the
+    two writers); fails on anything torn or missing."""
+    import numpy as np
+    import onnxruntime as ort
+
+    _, feed, outs, _ = world
+    data_file_of(out)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    for kind, ref in outs.items():
+        if got.shape == ref.shape and np.allclose(got, ref, rtol=1e-5, atol=1e-6):
+            return kind
+    raise AssertionError("the output is neither the old nor the new model: torn")
+
+
+def _report_state(path: Path) -> str:
+    import json
+
+    text = path.read_text()
+    if text == '{"old": "report"}\n':
+        return "old"
+    json.loads(text)  # complete, or this raises
+    return "new"
+
+
+def _start(argv, env_extra=None) -> subprocess.Popen:
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.Popen([*_cmd(), *map(str, argv)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+
+
+def _wait_stopped(proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Block until ``proc`` stopped itself (SIGSTOP at its step); fail if it exits instead."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, status = os.waitpid(proc.pid, os.WUNTRACED | os.WNOHANG)
+        if pid and os.WIFSTOPPED(status):
+            return
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            raise AssertionError(f"exited ({proc.returncode}) before its step: {proc.stderr.read()}")
+        time.sleep(0.01)
+    proc.kill()
+    raise AssertionError("never reached its step")
+
+
+def _tclint_entries(folder: Path) -> list[str]:
+    return sorted(n for n in os.listdir(folder) if n.startswith(".tclint-tmp-"))
+
+
+@pytest.mark.parametrize("step", WRITE_STEPS)
+def test_sigkill_at_every_write_step_leaves_old_or_new(ext_world, tmp_path, step):
+    """Stopped at ``step`` and SIGKILLed there: the output is the old complete model or the new
+    complete one (never a mix), the report old or complete; the next run writing into the
+    folder removes what the killed one left."""
+    src = ext_world[0]
+    out, report = _put_old_output(ext_world, tmp_path), tmp_path / "r.json"
+    old_data = data_file_of(out).name
+    report.write_text('{"old": "report"}\n')
+    assert _which(out, ext_world) == "old"
+    proc = _start(["fix", src, "-o", out, "--force", "--report", report], {"TCLINT_TEST_STOP_AT": step})
+    _wait_stopped(proc)
+    committed = step in ("committed", "text-partial", "text-written")
+    state = (_which(out, ext_world), _report_state(report))
+    assert state == ("new" if committed else "old", "old")  # the report is written after the model
+    if step != "committed":
+        assert _tclint_entries(tmp_path), "a stopped writer holds its temporary file"
+    proc.kill()
+    proc.wait(timeout=60)
+    assert (_which(out, ext_world), _report_state(report)) == state
+    # any later run writing into the folder removes the dead run's temporary files and the data
+    # it never committed
+    proc = subprocess.run([*_cmd(), "check", str(src), "--format", "json", "-o", str(tmp_path / "c.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, 1), proc.stderr
+    assert _tclint_entries(tmp_path) == []
+    assert _which(out, ext_world) == state[0]
+    expected = ["out.onnx", data_file_of(out).name, "r.json", "c.json"]
+    if step == "committed":
+        # killed between the commit and removing the replaced data file: the next write to
+        # that output removes it
+        assert sorted(os.listdir(tmp_path)) == sorted([*expected, old_data])
+        proc = subprocess.run([*_cmd(), "fix", str(src), "-o", str(out), "--force"],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        expected[1] = data_file_of(out).name
+    assert sorted(os.listdir(tmp_path)) == sorted(expected)
+
+
+@pytest.mark.parametrize("first", ["fix", "convert"])
+def test_two_writers_to_one_output_commit_whole_models(ext_world, tmp_path, first):
+    """Two runs staged at once (both stopped just before their commit), then let go one after
+    the other: the output is the last one's complete model, and exactly its data file is left."""
+    src = ext_world[0]
+    out = _put_old_output(ext_world, tmp_path)
+    argv = {"fix": ["fix", src, "-o", out, "--force"], "convert": ["convert", src, "-o", out]}
+    procs = {k: _start(a, {"TCLINT_TEST_STOP_AT": "model-written"}) for k, a in argv.items()}
+    for p in procs.values():
+        _wait_stopped(p)
+    assert _which(out, ext_world) == "old"
+    second = "convert" if first == "fix" else "fix"
+    for name in (first, second):
+        os.kill(procs[name].pid, signal.SIGCONT)
+        assert procs[name].wait(timeout=120) == 0, procs[name].stderr.read()
+        assert _which(out, ext_world) == ("new" if name == "fix" else "old")
+    assert sorted(os.listdir(tmp_path)) == sorted(["out.onnx", data_file_of(out).name])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("TCLINT_SLOW") != "1", reason="free-running race, 6 runs: set TCLINT_SLOW=1")
+def test_two_free_running_writers_to_one_output(ext_world, tmp_path):
+    """No stops: the two race for real, three times over; never torn, one data file left."""
+    src = ext_world[0]
+    out = tmp_path / "out.onnx"
+    for _ in range(3):
+        procs = [_start(["fix", src, "-o", out, "--force"]), _start(["convert", src, "-o", out])]
+        for p in procs:
+            assert p.wait(timeout=120) == 0, p.stderr.read()
+        assert _which(out, ext_world) in ("old", "new")
+        assert sorted(os.listdir(tmp_path)) == sorted(["out.onnx", data_file_of(out).name])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("TCLINT_SLOW") != "1", reason="SIGKILL delay grid: set TCLINT_SLOW=1")
+@pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0])
+@pytest.mark.parametrize("command", WRITERS)
+def test_sigkill_after_delay_then_cleaned(big_model, reference, tmp_path, command, fraction):
+    """SIGKILL (no handler can run) at delays over a whole run: nothing but the complete output
+    may remain once a later run has swept the folder."""
+    src, src_sha = big_model
+    ref_sha, seconds = reference[command]
+    _interrupt(command, src, tmp_path, signal.SIGKILL, delay=fraction * seconds)
+    subprocess.run([*_cmd(), "check", str(src), "-o", str(tmp_path / "c.json"), "--exit-zero"],
+                   capture_output=True, timeout=300)
+    (tmp_path / "c.json").unlink(missing_ok=True)
+    _assert_nothing_lost(tmp_path, ref_sha, src, src_sha)

@@ -321,6 +321,13 @@ def test_fuzz_writers_refuse_or_write_cleanly(tmp_path_factory, data):
         return
     folder = tmp_path_factory.mktemp("fzw")
     path = _write(folder, raw)
+    if data.draw(st.booleans(), label="external_data"):
+        try:  # the same mutated model with its weights in external data
+            onnx.save(onnx.load_from_string(raw), str(path), save_as_external_data=True,
+                      location="m.onnx.data", size_threshold=0)
+        except Exception:  # noqa: BLE001 - onnx refuses to save some mutants: keep them inline
+            path = _write(folder, raw)
+    inputs = {p: p.read_bytes() for p in folder.iterdir() if p.is_file()}
     out = folder / "out" / "o.onnx"
     out.parent.mkdir()
     command = data.draw(st.sampled_from(FUZZ_WRITERS), label="command")
@@ -336,7 +343,7 @@ def test_fuzz_writers_refuse_or_write_cleanly(tmp_path_factory, data):
     names = sorted(p.name for p in out.parent.iterdir())
     written = ["o.onnx"] if names == ["o.onnx"] else sorted(["o.onnx", data_file_of(out).name]) if out.exists() else []
     assert names == written, names
-    assert path.read_bytes() == raw
+    assert {p: p.read_bytes() for p in inputs} == inputs, "an input changed"
 
 
 # --------------------------------------------------------------------------------------------
@@ -670,3 +677,55 @@ def test_writers_on_inputs_without_usable_type_or_shape(tmp_path, command, case)
 
 def _leftovers_ok(folder: Path) -> bool:
     return sorted(p.name for p in folder.iterdir()) in (["m.onnx"], ["m.onnx", "out.onnx"])
+
+
+# --------------------------------------------------------------------------------------------
+# Output paths: whatever the destination is, the inputs survive and nothing is left behind
+# --------------------------------------------------------------------------------------------
+_DESTS = ["new", "existing", "input", "input-data", "symlink-to-input", "hardlink-to-input",
+          "symlink-to-data", "hardlink-to-data", "symlink-to-victim", "dangling-symlink", "directory"]
+_OUTPUT_COMMANDS = ["check -o", "check --update-baseline", "fix -o", "fix --report", "convert -o"]
+
+
+@settings(max_examples=max(len(_DESTS) * len(_OUTPUT_COMMANDS) * 2, EXAMPLES // 4), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command=st.sampled_from(_OUTPUT_COMMANDS), dest=st.sampled_from(_DESTS), external=st.booleans())
+def test_fuzz_output_paths(tmp_path_factory, command, dest, external):
+    folder = tmp_path_factory.mktemp("fzo")
+    src = folder / "m.onnx"
+    m = copy.deepcopy(BASES["conv"])  # onnx.save converts the proto it saves in place
+    if external:
+        onnx.save(m, str(src), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    else:
+        onnx.save(m, str(src))
+    victim = folder / "victim.txt"
+    victim.write_text("precious")
+    target = folder / "dest"
+    data_file = folder / "m.onnx.data"
+    if dest == "existing":
+        target.write_text("old output")
+    elif dest == "input":
+        target = src
+    elif dest == "input-data":
+        target = data_file if external else src
+    elif dest.startswith(("symlink", "hardlink", "dangling")):
+        what = {"input": src, "data": data_file if external else src, "victim": victim,
+                "symlink": folder / "nowhere"}[dest.rsplit("-", 1)[1]]
+        (os.symlink if dest.startswith(("symlink", "dangling")) else os.link)(what, target)
+    elif dest == "directory":
+        target.mkdir()
+    inputs = {p: p.read_bytes() for p in (src, data_file, victim) if p.exists()}
+    argv = {"check -o": ["check", src, "-o", target, "--exit-zero"],
+            "check --update-baseline": ["check", src, "--baseline", target, "--update-baseline"],
+            "fix -o": ["fix", src, "-o", target, "--force"],
+            "fix --report": ["fix", src, "--dry-run", "--report", target],
+            "convert -o": ["convert", src, "-o", target]}[command]
+    run = run_main([str(a) for a in argv], timeout_s=60)
+    assert_one_behaviour(run, quiet_ok=True)
+    for p, raw in inputs.items():  # the victim too: a link at the destination is replaced
+        assert p.read_bytes() == raw, f"{p.name} changed ({command} into {dest})"
+    assert not [n for n in os.listdir(folder) if n.startswith(".tclint-tmp-")]
+    if dest == "directory":
+        assert target.is_dir()
+    if run.exit_code == 0 and dest not in ("directory",):
+        assert target.is_file() and not target.is_symlink()

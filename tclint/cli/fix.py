@@ -56,7 +56,8 @@ def register(sub) -> None:
     g.add_argument("--atol", type=float, default=None,
                    help="absolute tolerance (default by type: 1e-6 float32, 1e-4 float16)")
     g.add_argument("--external-data", action="store_true", default=None,
-                   help="write weights to OUT.data (automatic over 2 GB)")
+                   help="write weights to OUT.<token>.data beside OUT (automatic over 2 GB, "
+                        "and when the input has external data)")
     g.add_argument("--dry-run", action="store_true", help="print the plan; write nothing")
     if _has_convert():
         g.add_argument("--fp16", action="store_true",
