@@ -1,6 +1,17 @@
 """``check_model``: the library entry point of ``tclint check``.
 
-load (structure only) -> resolve shapes -> GEMM view -> cost model -> rules -> filter -> report.
+load (structure only) -> resolve shapes -> GEMM view -> cost model -> rules -> pad plan (the
+decision ``tclint fix`` makes, planned but not applied) -> filter -> report.
+
+The gate (:func:`gate_fails`, ``--fail-on``):
+
+- ``hot`` (default): hot findings of the padding rules (``tclint fix`` pads them, or cannot pad
+  them safely and says why). A finding is hot when fixing it saves at least ``--hot-threshold``
+  of the model's estimated time, net of the nodes the fix inserts (the pad planner's figure).
+- ``advice``: also hot advice findings (TC205 layout, TC103 runtime M, TC105 head dim, TC110
+  tile quantization: ``tclint fix`` with the same options does not fix them).
+- ``any``: any finding of severity error or warning, hot or not.
+- ``none``: never.
 """
 
 from __future__ import annotations
@@ -11,13 +22,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dataclasses
+
 import onnx_ir as ir
 
 from tclint.config import CheckOptions
 from tclint.cost import ModelCost, model_cost
 from tclint.errors import UsageError
 from tclint.load import ShapeResolution, load_model, resolve_shapes
-from tclint.rules import Context, Finding, run_rules, select_rules
+from tclint.passes.pad import MalformedModelError, PadPlan, plan_padding
+from tclint.rules import RULES, Context, Finding, pad_codes, run_rules, select_rules
 from tclint.specs import Target, make_target
 from tclint.view import ModelView, build_view
 
@@ -87,6 +101,9 @@ class Analysis:
     target: Target
     shapes: ShapeResolution
     findings: list[Finding]
+    #: what ``tclint fix`` would pad (None: no plan could be made, see ``plan_error``)
+    pad_plan: PadPlan | None = None
+    plan_error: str = ""
 
 
 def analyse(model: ir.Model, options: CheckOptions, *, model_name: str = "") -> Analysis:
@@ -105,9 +122,95 @@ def analyse(model: ir.Model, options: CheckOptions, *, model_name: str = "") -> 
                   extra={"vocab_multiple": options.vocab_multiple, "model": model,
                          "provider": options.provider})
     findings = run_rules(ctx, select_rules(options.select, options.ignore))
-    findings.sort(key=lambda f: (-f.share, f.code, f.path))
+    pad_plan, plan_error = None, ""
+    wanted = seed_keys(findings)
+    try:
+        pad_plan = plan_padding(model, cost.layers, target, memory_ops=view.memory_ops,
+                                total_s=cost.total_s, vocab_multiple=options.vocab_multiple,
+                                only=wanted)
+    except MalformedModelError as exc:
+        plan_error = str(exc)
+    findings = [decide(f, pad_plan, cost, options.hot_threshold, plan_error) for f in findings]
+    findings.sort(key=lambda f: (-f.saving, -f.share, f.code, f.path))
     return Analysis(model=model, view=view, cost=cost, target=target, shapes=shapes,
-                    findings=findings)
+                    findings=findings, pad_plan=pad_plan, plan_error=plan_error)
+
+
+def seed_keys(findings: list[Finding]) -> set[str]:
+    """The planner's seeds (``label#out``, ``label#in``) the padding findings ask for: the pad
+    plan pads what ``check`` reports, and only that (``--select``/``--ignore`` included)."""
+    keys: set[str] = set()
+    for f in findings:
+        rule = RULES.get(f.code)
+        if rule is None or not rule.padding:
+            continue
+        if "out" in rule.padding and (f.code != "TC203" or "K/g" in (f.suggested or {})):
+            keys.add(f"{f.path}#out")
+        if "in" in rule.padding:
+            keys.add(f"{f.path}#in")
+    return keys
+
+
+def decide(f: Finding, plan: PadPlan | None, cost: ModelCost, hot_threshold: float,
+           plan_error: str = "") -> Finding:
+    """A padding finding with the pad planner's decision: its net saving, whether ``tclint
+    fix`` pads it, and why not (advice findings keep the rule's own estimate)."""
+    rule = RULES.get(f.code)
+    total = cost.total_s
+    if rule is None or not rule.padding:
+        return f
+    if plan is None:
+        return dataclasses.replace(f, fix_status="unsafe", hot=f.saving >= hot_threshold and f.saving > 0,
+                                   fix_note=f"no pad plan: {plan_error}")
+    parts = []  # (status, saving_s, reason, pays_from, key) for each dim the finding needs
+    if "out" in rule.padding and (f.code != "TC203" or "K/g" in (f.suggested or {})):
+        parts.append(_seed_part(plan, f"{f.path}#out", f))
+    if "in" in rule.padding:
+        parts.append(_seed_part(plan, f"{f.path}#in", f))
+    if "carried" in rule.padding and (f.code != "TC203" or "C/g" in (f.suggested or {})):
+        parts.append(_carried_part(plan, f))
+    if not parts:
+        return f
+    bad = [p for p in parts if p[0] != "fix"]
+    if not bad:
+        keys = {k for *_rest, key in parts for k in key}  # a seed counted once
+        saving_s = sum(plan.decisions[k].saving_s for k in keys)
+        saving = saving_s / total if total > 0 else 0.0
+        return dataclasses.replace(f, saving=saving, hot=saving >= hot_threshold and saving > 0,
+                                   fix_status="fix", fix_note="", pays_from=None)
+    status, saving_s, reason, pays_from, _key = min(bad, key=lambda p: ("unsafe", "no-gain").index(p[0]))
+    if status == "unsafe":
+        saving = f.saving  # what fixing the layer would save, were it possible (rule's estimate)
+    else:
+        saving = saving_s / total if total > 0 else 0.0
+    return dataclasses.replace(f, saving=saving, hot=saving >= hot_threshold and saving > 0,
+                               fix_status=status, fix_note=reason, pays_from=pays_from)
+
+
+def _seed_part(plan: PadPlan, key: str, f: Finding):
+    d = plan.decisions.get(key)
+    if d is None:
+        return ("unsafe", 0.0, "not a dim the pad pass plans", None, ())
+    return (d.status, d.saving_s, d.reason, d.pays_from, (key,))
+
+
+def _carried_part(plan: PadPlan, f: Finding):
+    seeds = plan.carried.get(f.path)
+    if seeds:
+        return ("fix", sum(plan.decisions[k].saving_s for k in seeds), "", None, tuple(seeds))
+    why, keys = plan.unfixed.get(f.path, ("its producer is not padded", ()))
+    decisions = [plan.decisions[k] for k in keys if k in plan.decisions]
+    no_gain = [d for d in decisions if d.status == "no-gain"]
+    if no_gain:  # the padding that would set this dim does not pay
+        d = min(no_gain, key=lambda d: d.saving_s)
+        pays = [x.pays_from for x in no_gain]
+        pays_from = max(pays) if all(pays) else None
+        return ("no-gain", sum(x.saving_s for x in no_gain), f"{why}: {d.layer}: {d.reason}",
+                pays_from, tuple(x.key for x in no_gain))
+    unsafe = [d for d in decisions if d.status == "unsafe"]
+    if unsafe:
+        return ("unsafe", 0.0, f"{why}: {unsafe[0].layer}: {unsafe[0].reason}", None, ())
+    return ("unsafe", 0.0, why, None, ())
 
 
 def check_model(
@@ -146,7 +249,8 @@ def build_report(analysis: Analysis, options: CheckOptions, *, model_path: str,
         for layer, c in cost.layers
     ]
     rows.sort(key=lambda r: -r.time_us)
-    alignment_codes = {"TC101", "TC102", "TC103", "TC104", "TC105", "TC201", "TC202", "TC203", "TC204"}
+    findings = [dataclasses.replace(f, gate=finding_fails(f, options.fail_on)) for f in findings]
+    alignment_codes = pad_codes() | {"TC103", "TC105"}
     unaligned_paths = {f.path for f in findings if f.code in alignment_codes}
     unaligned_share = sum(r.share for r in rows if r.path in unaligned_paths)
     layout = any(f.code == "TC205" for f in findings)
@@ -154,7 +258,11 @@ def build_report(analysis: Analysis, options: CheckOptions, *, model_path: str,
         "layers": len(rows),
         "nodes": analysis.view.node_count,
         "findings": len(findings),
-        "hot_findings": sum(1 for f in findings if f.hot and f.severity == "error"),
+        "hot_findings": sum(1 for f in findings if f.hot),
+        "gate_findings": sum(1 for f in findings if f.gate),
+        "fixable_findings": sum(1 for f in findings if f.fix_status == "fix"),
+        "fix_saving": round(analysis.pad_plan.saving_s / cost.total_s, 6)
+        if analysis.pad_plan is not None and cost.total_s > 0 else 0.0,
         "unaligned_time_share": round(unaligned_share, 6),
         "estimated_time_us": round(cost.total_s * 1e6, 3),
         "speedup_if_all_fixed": round(cost.speedup_if_fixed(alignment=True, layout=layout), 4),
@@ -178,12 +286,20 @@ def build_report(analysis: Analysis, options: CheckOptions, *, model_path: str,
     return report
 
 
-def gate_fails(findings: list[Finding], fail_on: str) -> bool:
+def finding_fails(f: Finding, fail_on: str) -> bool:
+    """Whether this finding fails the gate under ``--fail-on`` (see the module docstring)."""
     if fail_on == "none":
         return False
     if fail_on == "any":
-        return any(f.severity in ("error", "warning") for f in findings)
-    return any(f.hot and f.severity == "error" for f in findings)
+        return f.severity in ("error", "warning")
+    if fail_on == "advice":
+        return f.hot
+    # "hot": hot padding findings, fixed by `tclint fix` or left by it with a reason
+    return f.hot and f.fix_status in ("fix", "unsafe")
+
+
+def gate_fails(findings: list[Finding], fail_on: str) -> bool:
+    return any(finding_fails(f, fail_on) for f in findings)
 
 
 # --------------------------------------------------------------------------------------------
