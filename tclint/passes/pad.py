@@ -556,7 +556,7 @@ def _plan_padding(model: ir.Model, layers: list, target, *, memory_ops, total_s,
     if total_s is None:
         total_s = sum(c.time_s for _, c in layers if c is not None)
     batch = _batch_of(graph)
-    order = topological_order(graph)
+    order: list[ir.Node] | None = None
     opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
     all_seeds: dict[str, _Seed] = {}
     seeds: dict[str, _Seed] = {}
@@ -574,6 +574,11 @@ def _plan_padding(model: ir.Model, layers: list, target, *, memory_ops, total_s,
             else:
                 seeds[seed.key] = seed
     while True:
+        if not seeds:
+            plan, credit = _Plan(), _Credit()
+            break
+        if order is None:
+            order = topological_order(graph)
         plan = _Planner(graph, seeds, opset, order).run()
         if plan.skipped:  # the planner met something it cannot pad: drop, plan again
             for key, why in plan.skipped.items():
