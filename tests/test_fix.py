@@ -254,6 +254,66 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch, capsys):
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
 
+def unsorted_offset_model() -> onnx.ModelProto:
+    """Issue 10 #1: Conv(16->30) -> Sigmoid -> ReduceMean(axes=[1]) -> Add(an offset with one
+    element 1e4), nodes listed consumers first (onnxruntime runs it)."""
+    g = GraphBuilder("unsorted", seed=21)
+    x = g.input("x", [1, 16, 8, 8])
+    y = g.node("Sigmoid", [g.conv(x, 16, 30, 3, name="conv")])
+    y = g.node("ReduceMean", [y], axes=[1], keepdims=1)
+    offset = np.zeros((1, 1, 8, 8), np.float32)
+    offset[0, 0, 0, 0] = 1e4
+    g.output(g.node("Add", [y, g.weight("offset", offset.shape, value=offset)]), "y", shape=[1, 1, 8, 8])
+    m = g.model()
+    nodes = list(m.graph.node)[::-1]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    return m
+
+
+def test_unsorted_graph_is_planned_in_topological_order(tmp_path, capsys):
+    src = save(tmp_path, unsorted_offset_model(), "u.onnx")
+    out = tmp_path / "u2.onnx"
+    assert main(["fix", str(src), "-o", str(out), "--force"]) == 0
+    assert "ok" in capsys.readouterr().out
+    onnx.checker.check_model(str(out))  # written topologically sorted
+    feeds = {"x": np.random.default_rng(3).standard_normal((1, 16, 8, 8)).astype(np.float32)}
+    ref, got = ort_run(src, feeds)[0], ort_run(out, feeds)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)  # every element, not max-scaled
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.index("Slice") < ops.index("ReduceMean")  # original channels before the mean
+    # check plans the same way: the padding finding is reported and decided, no error
+    report = check_model(src)
+    assert any(f.code == "TC202" and f.fix_status in ("fix", "no-gain") for f in report.findings)
+
+
+def test_cyclic_graph_is_refused_in_one_line(tmp_path, capsys):
+    m = unsorted_offset_model()
+    sig = next(n for n in m.graph.node if n.op_type == "Sigmoid")
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    conv.input[0] = sig.output[0]  # conv reads its own consumer's output
+    src = save(tmp_path, m, "cycle.onnx")
+    assert main(["fix", str(src), "-o", str(tmp_path / "o.onnx"), "--force"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cycle" in err[0]
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_tied_embedding_keeps_negative_ids_exact(tmp_path):
+    """Issue 10 #2: the padded head reads a copy; Gather's [-V, V-1] keeps its meaning."""
+    proto = examples.gpt2(layers=1, hidden=64, heads=4, vocab=1000)
+    src = save(tmp_path, proto, "g.onnx")
+    out = tmp_path / "g2.onnx"
+    report = fix_model(src, out, force=True)
+    assert any(c.node == "lm_head" and c.dims_after["N"] == 1024 for c in report.changes)
+    feeds = {"input_ids": np.array([[-1, -2, 3, -1000]], np.int64)}
+    ref, got = ort_run(src, feeds)[0], ort_run(out, feeds)[0]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    assert (got.argmax(-1) == ref.argmax(-1)).all()
+    with pytest.raises(Exception):  # id V is still out of range
+        ort_run(out, {"input_ids": np.array([[1000]], np.int64)})
+
+
 def save_external(proto: onnx.ModelProto, path: Path) -> None:
     from onnx.external_data_helper import convert_model_to_external_data
 
