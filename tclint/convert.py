@@ -23,7 +23,7 @@ from tclint import specs
 from tclint.errors import InputError, UsageError, VerificationError
 from tclint.io import model_weight_bytes, require_readable_weights, save_model_atomic
 from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, NormEpsilon, TensorClamp
-from tclint.verify import random_tensor
+from tclint.verify import cpu_session, random_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +316,7 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
             model = model.clone()
             ir.external_data.load_to_model(model)
         data = ir.to_proto(model).SerializeToString()
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return cpu_session(data, options)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
         raise VerificationError(
             f"{label}: the converted model does not load in onnxruntime: {exc}"

@@ -44,6 +44,7 @@ from tclint.html_report import render_html
 from tclint.io import save_model_atomic
 from tclint.lint import check_model
 from tclint.load import load_model
+from tclint.verify import cpu_session
 
 logger = logging.getLogger(__name__)
 
@@ -289,8 +290,8 @@ def _verify(
     """Outputs of the optimized model against the original's, on onnxruntime CPU."""
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    ref = ort.InferenceSession(original, so, providers=["CPUExecutionProvider"])
-    opt = ort.InferenceSession(optimized, so, providers=["CPUExecutionProvider"])
+    ref = cpu_session(original, so)
+    opt = cpu_session(optimized, so)
     if inputs_npz is not None:
         feeds = load_npz_inputs(inputs_npz)
     else:

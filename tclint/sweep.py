@@ -402,9 +402,11 @@ def _judge_writer(command: str, name: str, run: _Run, model: Path, out: Path, wo
 def _session(path_or_bytes):
     import onnxruntime as ort
 
+    from tclint.verify import cpu_session
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    return ort.InferenceSession(path_or_bytes, opts, providers=["CPUExecutionProvider"])
+    return cpu_session(path_or_bytes, opts)
 
 
 def _verify_converted(out: Path) -> tuple[bool, str]:

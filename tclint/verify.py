@@ -485,12 +485,27 @@ def _user_feeds(real: list[onnx.ValueInfoProto], inputs) -> list[Feeds]:
     return out
 
 
-def _session(source: str | bytes):
+#: Graph optimizers disabled in every onnxruntime CPU session tclint creates. onnxruntime 1.31's
+#: CPU provider segfaults creating a session once MatmulTransposeFusion has fused a
+#: Transpose(perm [1, 0, 2]) into an FP16 MatMul (a FusedMatMul with transBatchA): every FP16 ViT
+#: (torchvision's attention transposes to sequence-first). Found on tests/data/exports/vit_dynamo
+#: converted to FP16; the fusion is a CPU-provider rewrite, so disabling it changes no result.
+CPU_DISABLED_OPTIMIZERS = ("MatmulTransposeFusion",)
+
+
+def cpu_session(source, options=None):
+    """An onnxruntime CPU session (see :data:`CPU_DISABLED_OPTIMIZERS`)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    if options is None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))
+
+
+def _session(source: str | bytes):
+    return cpu_session(source)
 
 
 def _only(session, feed: Feeds) -> Feeds:

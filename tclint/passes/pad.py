@@ -605,9 +605,9 @@ def _plan_padding(model: ir.Model, layers: list, target, *, memory_ops, total_s,
     carried = {}
     for node, edit in plan.edits.items():
         if edit.in_map is not None and edit.input_pad is None:
-            label = estimator.label_of(node)
-            if label is not None:
-                carried[label] = frozenset(edit.in_map.seeds)
+            entry = estimator.by_node.get(node)
+            if entry is not None and _carried_aligns(entry[0], edit, target):
+                carried[entry[0].label] = frozenset(edit.in_map.seeds)
     unfixed = _unfixed_inputs(layers, plan, seeds, target)
     rows: dict[tuple[str, str], SkippedLayer] = {}
     for key, d in decisions.items():
@@ -716,6 +716,17 @@ def _seeds_of(layer: Layer, cost: LayerCost | None, target, vocab_multiple: int)
     return out
 
 
+def _carried_aligns(layer: Layer, edit: _GemmEdit, target) -> bool:
+    """The carried channel map leaves the consumer's input dim (per group) aligned."""
+    if edit.in_map is None:
+        return False
+    groups = edit.groups_after or (layer.conv.groups if layer.conv is not None else 1)
+    if layer.conv is not None and layer.conv.depthwise:
+        return True
+    per_group = edit.in_map.padded // max(1, groups)
+    return not padded_length(per_group, target.multiple(layer.precision))
+
+
 def _unfixed_inputs(layers, plan: _Plan, seeds: dict[str, _Seed],
                     target) -> dict[str, tuple[str, tuple[str, ...]]]:
     """Layers whose input dim (conv C, GEMM K) stays misaligned: it is set by the producer,
@@ -737,13 +748,18 @@ def _unfixed_inputs(layers, plan: _Plan, seeds: dict[str, _Seed],
         if not padded_length(dim, target.multiple(layer.precision)) or node is None:
             continue
         edit = plan.edits.get(node)
+        still = ""
         if edit is not None and edit.in_map is not None:
-            continue
+            if _carried_aligns(layer, edit, target):
+                continue
+            still = f" (padded to {edit.in_map.padded // max(1, edit.groups_after or 1)}, still misaligned)"
         producer = _channel_source(node.inputs[0] if node.inputs else None)
         where = f"{producer.op_type} {node_label(producer)!r}" if producer is not None else "a graph input"
         sources = _gemm_sources(node.inputs[0] if node.inputs else None)
         seed_keys = tuple(f"{label_of[p]}#out" for p in sources if p in label_of)
-        if producer is not None and producer in padded:
+        if still:
+            why = f"{name}={dim}{still} comes from {where}, not all of whose producers are padded"
+        elif producer is not None and producer in padded:
             why = f"{name}={dim} comes from {where}, whose padding cannot reach it"
         elif producer is not None and _edit_kind(producer) is not None:
             why = f"{name}={dim} comes from {where}, which is not padded"
