@@ -311,6 +311,11 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
     if disable_optimizations:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
+        if any(n.op_type == "NhwcConv" and n.domain == "com.microsoft" for n in model.graph):
+            # no CPU kernel (a --layout nhwc model): run the equivalent Transpose-Conv-Transpose
+            from tclint.passes.layout import expand_nhwc_conv
+
+            model = expand_nhwc_conv(model)
         if any(isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs()
                for v in g.initializers.values()):
             model = model.clone()

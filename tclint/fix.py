@@ -198,7 +198,9 @@ def fix_model(
     _restore_shapes(model, snapshot, original_outputs, ())  # the last analysis bound dims
 
     layout_info = None
+    padded_only = None
     if layout == "nhwc":
+        padded_only = model.clone()  # kept in case channels-last does not pay
         layout_info = _apply_layout(model, nhwc_inputs)
 
     try:
@@ -206,6 +208,13 @@ def fix_model(
     except ir.serde.SerdeError as exc:
         raise InputError(f"{path}: the model cannot be written back: {_root_cause(exc)}") from None
     after = analyse(clone, options, model_name=name)
+    if padded_only is not None and not force and layout_info and not nhwc_inputs:
+        without = analyse(_clone(padded_only), options, model_name=name)
+        if after.cost.total_s > without.cost.total_s * (1 + 1e-9):
+            notes.append(f"--layout nhwc not applied: estimated slower ("
+                         f"{without.cost.total_s * 1e6:.1f} us -> {after.cost.total_s * 1e6:.1f} us: "
+                         "the inserted transposes cost more than the NCHW convs they save)")
+            model, after, layout_info = padded_only, without, {"skipped": "estimated slower"}
     after_findings = [f for f in after.findings if f.code in ALIGNMENT_CODES]
     changed = {c.node for c in changes}
     left_on_changed = tuple(sorted({f"{f.code} {f.path}" for f in after_findings if f.path in changed}))

@@ -5,11 +5,14 @@ decision ``tclint fix`` makes, planned but not applied) -> filter -> report.
 
 The gate (:func:`gate_fails`, ``--fail-on``):
 
-- ``hot`` (default): hot findings of the padding rules (``tclint fix`` pads them, or cannot pad
-  them safely and says why). A finding is hot when fixing it saves at least ``--hot-threshold``
-  of the model's estimated time, net of the nodes the fix inserts (the pad planner's figure).
-- ``advice``: also hot advice findings (TC205 layout, TC103 runtime M, TC105 head dim, TC110
-  tile quantization: ``tclint fix`` with the same options does not fix them).
+- ``hot`` (default): hot findings that ``tclint fix`` with the same options fixes. A finding is
+  hot when fixing it saves at least ``--hot-threshold`` of the model's estimated time, net of
+  the nodes the fix inserts (the pad planner's figure), so check fails exactly on what fix
+  fixes, and check on fix's output passes.
+- ``advice``: every hot finding, also those fix does not fix: advice rules (TC205 layout, TC103
+  runtime M, TC105 head dim, TC110 tile quantization) and padding findings fix cannot pad
+  safely (a computed or shared weight, an op it does not rewrite; the reason says which).
+  ``tclint fix`` then exits 1 naming each one it leaves.
 - ``any``: any finding of severity error or warning, hot or not.
 - ``none``: never.
 """
@@ -294,8 +297,8 @@ def finding_fails(f: Finding, fail_on: str) -> bool:
         return f.severity in ("error", "warning")
     if fail_on == "advice":
         return f.hot
-    # "hot": hot padding findings, fixed by `tclint fix` or left by it with a reason
-    return f.hot and f.fix_status in ("fix", "unsafe")
+    # "hot": hot findings `tclint fix` fixes with the same options (the rest is advice)
+    return f.hot and f.fix_status == "fix"
 
 
 def gate_fails(findings: list[Finding], fail_on: str) -> bool:

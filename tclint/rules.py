@@ -15,9 +15,10 @@ pass, the gate and the reports read it here, so there is one list of fixable cod
 Hot, and the gate: a finding's ``saving`` is the share of the model's estimated time that fixing
 it saves, net of any node the fix inserts. For the padding rules it comes from the pad planner
 (:func:`tclint.passes.pad.plan_padding`, the same call ``tclint fix`` makes); for advice it is the
-cost model's estimate of the advised change. A finding is **hot** when its saving is at least
+cost model's estimate of the advised change (and, for a padding finding fix cannot pad safely,
+what aligning the layer would save). A finding is **hot** when its saving is at least
 ``--hot-threshold``; that one meaning is what every report shows. Which hot findings fail the
-gate is ``--fail-on`` (:func:`tclint.lint.gate_fails`).
+gate is ``--fail-on`` (:func:`tclint.lint.gate_fails`): by default those ``tclint fix`` fixes.
 """
 
 from __future__ import annotations

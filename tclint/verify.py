@@ -347,7 +347,7 @@ def _expand_nhwc(model: ir.Model, path: Path) -> tuple[onnx.ModelProto, str | by
     except ImportError:
         raise InputError("the model contains com.microsoft.NhwcConv (no CPU kernel) and "
                          "tclint.passes.layout is not available to expand it") from None
-    copy = ir.serde.deserialize_model(ir.serde.serialize_model(model))
+    copy = model.clone()  # keeps external tensors pointing at their files (a proto round trip would not)
     expanded = expand_nhwc_conv(copy)
     return _proto_and_source(expanded, path)
 

@@ -526,3 +526,41 @@ def test_nhwc_inputs_are_verified_with_transposed_data(tmp_path):
     assert report.verification.ok
     dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 32, 32, 3]
+
+
+def test_fix_exits_1_naming_what_it_leaves_when_the_gate_asks_for_advice(tmp_path, capsys):
+    """Like `ruff check --fix`: fix writes what it could; findings left that fail check's gate
+    (here --fail-on advice from the config: TC205, channels-last) are named with why, exit 1.
+    With --layout nhwc fix fixes that one too, and check on the result agrees."""
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "pyproject.toml").write_text('[tool.tclint]\nfail-on = "advice"\n')
+    src = save(folder, examples.resnet50(image=64, width=16, blocks=(1, 1)), "r.onnx")
+    out = folder / "r.fixed.onnx"
+    assert main(["check", str(src)]) == 1
+    capsys.readouterr()
+    assert main(["fix", str(src), "-o", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "left that fail check's gate" in text and "TC205 (model): advice:" in text
+    assert out.exists() and main(["check", str(out)]) == 1  # check agrees: TC205 is still there
+    capsys.readouterr()
+    nhwc = folder / "r.nhwc.onnx"
+    assert main(["fix", str(src), "-o", str(nhwc), "--layout", "nhwc"]) == 0
+    assert "check's gate on the result: passes" in capsys.readouterr().out
+    assert main(["check", str(nhwc)]) == 0
+
+
+def test_a_hot_finding_fix_cannot_pad_is_advice_by_default(tmp_path):
+    """A padding finding whose weight fix may not rewrite (a graph input) is reported, ranked
+    and marked why; it fails the gate only under --fail-on advice."""
+    g = GraphBuilder("shared", seed=31)
+    x = g.input("x", [64, 256])
+    g.inputs.append(onnx.helper.make_tensor_value_info("w", TensorProto.FLOAT, [256, 1000]))
+    g.inits.append(onnx.numpy_helper.from_array(np.zeros((256, 1000), np.float32), "w"))
+    g.output(g.node("MatMul", [x, "w"], name="mm"), "y", shape=[64, 1000])
+    src = save(tmp_path, g.model(), "m.onnx")
+    report = check_model(src)
+    [f] = [f for f in report.findings if f.code == "TC104"]  # N=1000 at a graph output: a vocab-sized head
+    assert f.fix_status == "unsafe" and "graph input" in f.fix_note and f.hot and not f.gate
+    assert not report.gate_failed
+    assert check_model(src, CheckOptions(fail_on="advice")).gate_failed

@@ -34,10 +34,11 @@ def register(sub) -> None:
     g.add_argument("--quantization-threshold", type=float, default=None,
                    help="TC110 fires above this fraction of wasted work (default 0.5)")
     g.add_argument("--fail-on", choices=FAIL_ON, default=None,
-                   help="hot (default): hot padding findings fail (fixing them saves at least "
-                        "--hot-threshold of the time, net of inserted nodes); advice: hot "
-                        "advice findings too (TC205, TC103, TC105, TC110); any: any "
-                        "error/warning, hot or not; none: never")
+                   help="hot (default): hot findings `tclint fix` fixes fail (fixing them "
+                        "saves at least --hot-threshold of the time, net of inserted nodes); "
+                        "advice: every hot finding, also those fix does not fix (TC205, TC103, "
+                        "TC105, TC110, weights it cannot pad); any: any error/warning, hot or "
+                        "not; none: never")
     g.add_argument("--exit-zero", action="store_true", help="exit 0 even when the gate fails")
     g.add_argument("--baseline", metavar="FILE", help="fail only on findings not in this baseline")
     g.add_argument("--update-baseline", action="store_true", help="write today's findings to --baseline")
