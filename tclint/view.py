@@ -206,6 +206,36 @@ class _ConstCache:
         return False
 
 
+def _root_of_constant(value: ir.Value | None) -> ir.Value | None:
+    """Follow a value already known to be constant back through its producers' first inputs
+    to the initializer it comes from (None if the chain ends elsewhere)."""
+    seen = 0
+    while value is not None and value.const_value is None and seen < 16:
+        p = value.producer()
+        if p is None or not p.inputs:
+            return None
+        value = p.inputs[0]
+        seen += 1
+    return value
+
+
+def weight_root(value: ir.Value | None) -> ir.Value | None:
+    """The initializer a weight input comes from, through the ops exporters put in front of
+    weights (``Transpose`` of a tied embedding, ``Cast``, ``DequantizeLinear``: see
+    :data:`CONSTANT_PASSTHROUGH`; at most 8 of them); None for an activation or a computed
+    constant. Cheap on activations: the walk ends at their first non-passthrough op."""
+    root, seen = value, 0
+    while root is not None and root.const_value is None and seen < 8:
+        p = root.producer()  # a short walk first: activations end it at their first real op
+        if p is None or p.op_type not in CONSTANT_PASSTHROUGH or p.domain not in ("", "ai.onnx") \
+                or not p.inputs:
+            return None
+        root, seen = p.inputs[0], seen + 1
+    if root is None or root.const_value is None:
+        return None
+    return root if _ConstCache().is_constant(value) else None
+
+
 def _dtype_name(value: ir.Value | None) -> ir.DataType | None:
     if value is None:
         return None
@@ -323,14 +353,7 @@ class _Builder:
         return roots
 
     def _weight_root(self, value: ir.Value | None) -> ir.Value | None:
-        seen = 0
-        while value is not None and value.const_value is None and seen < 16:
-            p = value.producer()
-            if p is None or not p.inputs:
-                return None
-            value = p.inputs[0]
-            seen += 1
-        return value
+        return _root_of_constant(value)
 
     def is_first_layer(self, value: ir.Value | None, depth: int = 0) -> bool:
         """True if ``value`` comes from a graph input through element-wise/layout ops only."""
