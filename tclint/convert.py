@@ -20,7 +20,7 @@ import numpy as np
 import onnx_ir as ir
 
 from tclint import specs
-from tclint.errors import InputError, UsageError, VerificationError
+from tclint.errors import InputError, TclintError, UsageError, VerificationError
 from tclint.io import model_weight_bytes, require_readable_weights, save_model_atomic
 from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, NormEpsilon, TensorClamp
 from tclint.verify import cpu_session, random_tensor
@@ -224,7 +224,27 @@ def _load(path_or_model) -> tuple[ir.Model, str]:
             raise InputError(f"{path}: not a readable ONNX model ({exc})") from None
     _check_initializer_types(model, path)
     require_readable_weights(model, path)
+    _infer_types(model)
     return model, str(path)
+
+
+def _infer_types(model: ir.Model) -> None:
+    """Fill in the element type of values the model does not annotate (an onnxruntime-optimized
+    BERT has no value_info: the FP16 pass must know that EmbedLayerNormalization's output is
+    float to convert the Attention reading it consistently). Shapes are left as they were."""
+    values = [v for n in model.graph.all_nodes() for v in n.outputs]
+    if all(v.dtype is not None for v in values):
+        return
+    from tclint.load import resolve_shapes
+
+    shapes = {v: v.shape for v in [*model.graph.inputs, *values]}
+    try:
+        resolve_shapes(model)
+    except TclintError as exc:  # types stay unknown: the pass works as before
+        logger.info("type inference before conversion failed: %s", exc)
+    finally:
+        for v, shape in shapes.items():
+            v.shape = shape
 
 
 def _check_initializer_types(model: ir.Model, label) -> None:

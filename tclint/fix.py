@@ -172,7 +172,8 @@ def fix_model(
     analysis, rounds = before, 0
     while True:
         pad_plan = _plan(model, analysis, options, vocab_multiple, force, path)
-        skipped = pad_plan.skipped
+        if rounds == 0:
+            skipped = pad_plan.skipped  # check's decision, in check's words
         if not pad_plan.padded or rounds == MAX_ROUNDS:
             break
         pad = PadChannelsPass(analysis.cost.layers, analysis.target, vocab_multiple=vocab_multiple,
@@ -186,6 +187,8 @@ def fix_model(
         result = pad.result
         assert result is not None
         rounds += 1
+        if rounds == 1:
+            first_round = len(result.changes)
         changes.extend(result.changes)
         inserted.extend(result.inserted)
         _restore_shapes(model, snapshot, original_outputs, result.resized)
@@ -196,6 +199,9 @@ def fix_model(
         # another round where the plan on the result still pays (check on the output agrees)
         analysis = analyse(model, options, model_name=name)
     _restore_shapes(model, snapshot, original_outputs, ())  # the last analysis bound dims
+    if rounds > 1:  # a later round padded some of what the first left: those are not skipped
+        later = {c.node for c in changes[first_round:]}
+        skipped = tuple(r for r in skipped if r.node not in later)
 
     layout_info = None
     padded_only = None

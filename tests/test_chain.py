@@ -191,3 +191,25 @@ def test_readme_squeezenet_chain_closes(tmp_path):
     assert main(["fix", str(src), "-o", str(out)]) == 0
     assert main(["check", str(out), "--format", "json", "-o", str(tmp_path / "r2.json")]) == 0
     assert rc_check in (0, 1)
+
+
+@pytest.mark.parametrize("name", ["densenet", "llama_mlp", "efficientnet"])
+def test_checks_gate_is_what_fix_pads(name, tmp_path):
+    """One decision: every finding check fails the gate on is one fix pads (same options), and
+    every padding finding check marks `fix` is padded; the rest fix leaves, with check's reason."""
+    src = tmp_path / f"{name}.onnx"
+    onnx.save(EXAMPLES[name](), src)
+    options = CheckOptions(dims=dict(CNN_SIZES[1]))
+    report = check_model(src, options)
+    plan = fix_model(src, None, options=options, dry_run=True)
+    padded = {c.node for c in plan.changes}
+    will = [f for f in report.findings if f.fix_status == "fix"]
+    assert {f.path for f in report.findings if f.gate} <= {f.path for f in will}
+    for f in will:
+        assert f.path in padded, (f.code, f.path)
+    skipped: dict[str, list[str]] = {}
+    for s in plan.skipped:
+        skipped.setdefault(s.node, []).append(s.reason)
+    for f in report.findings:
+        if f.fix_status in ("no-gain", "unsafe") and f.code in ("TC102", "TC104", "TC202", "TC204"):
+            assert f.fix_note in skipped.get(f.path, ()), (f.code, f.path, f.fix_note)
