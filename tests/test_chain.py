@@ -213,3 +213,19 @@ def test_checks_gate_is_what_fix_pads(name, tmp_path):
     for f in report.findings:
         if f.fix_status in ("no-gain", "unsafe") and f.code in ("TC102", "TC104", "TC202", "TC204"):
             assert f.fix_note in skipped.get(f.path, ()), (f.code, f.path, f.fix_note)
+
+
+@pytest.mark.parametrize("name", ["bert_mlm_ort_optimized", "vit_dynamo", "llama_odd_legacy"])
+def test_optimize_runs_the_chain_on_real_exports(name, tmp_path):
+    """optimize = check -> fix -> convert -> verify (-> bench): on onnxruntime's fused BERT (no
+    value_info: convert must infer types), on the ViT (onnxruntime's CPU provider segfaulted on its
+    FP16 attention) and a legacy LLaMA; `check` on model.opt.onnx passes the gate."""
+    from tclint.optimize import optimize_model
+
+    e = next(x for x in EXPORTS if x["file"] == f"{name}.onnx")
+    dims = {k: v for k, v in {"batch": 2, "seq": 16}.items() if k in e["symbolic_dims"]}
+    report = optimize_model(export_path(e["file"]), tmp_path / "out",
+                            options=CheckOptions(dims=dims), bench=False)
+    assert report.results["accuracy"]["passed"]
+    assert report.results["gate"] == {"failed": False, "left": []}
+    assert not check_model(report.optimized_model, CheckOptions(dims=dims)).gate_failed
