@@ -229,3 +229,19 @@ def test_optimize_runs_the_chain_on_real_exports(name, tmp_path):
     assert report.results["accuracy"]["passed"]
     assert report.results["gate"] == {"failed": False, "left": []}
     assert not check_model(report.optimized_model, CheckOptions(dims=dims)).gate_failed
+
+
+@pytest.mark.parametrize("name", ["resnet_dynamo", "efficientnet_dynamo", "regnet_legacy"])
+def test_layout_pass_leaves_no_stale_annotation(name, tmp_path):
+    """--layout nhwc rewrites conv chains to NhwcConv: the written model passes the full ONNX
+    checker, check reads it (TC205 gone where the layout paid) and it verifies (through the
+    expanded graph: NhwcConv has no CPU kernel). resnet_dynamo has external data."""
+    e = next(x for x in EXPORTS if x["file"] == f"{name}.onnx")
+    out = tmp_path / "nhwc.onnx"
+    report = fix_model(export_path(e["file"]), out, options=CheckOptions(dims={"batch": 1}),
+                       layout="nhwc")
+    assert report.verification.ok and report.layout_changes.get("convs_converted")
+    onnx.checker.check_model(str(out), full_check=True)
+    after = check_model(out, CheckOptions(dims={"batch": 1}))
+    assert "TC205" not in {f.code for f in after.findings} and not after.gate_failed
+    assert report.estimated_time_us_after < report.estimated_time_us_before
