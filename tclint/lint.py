@@ -139,81 +139,96 @@ def analyse(model: ir.Model, options: CheckOptions, *, model_name: str = "") -> 
                     findings=findings, pad_plan=pad_plan, plan_error=plan_error)
 
 
+def _kinds(f: Finding) -> list[str]:
+    """The dims a padding finding needs padded (rule metadata; TC203 names which per group)."""
+    rule = RULES.get(f.code)
+    if rule is None:
+        return []
+    wanted = set(f.suggested or {})
+    kinds = []
+    for kind in rule.padding:
+        if f.code == "TC203" and {"out": "K/g", "carried": "C/g"}[kind] not in wanted:
+            continue
+        kinds.append(kind)
+    return kinds
+
+
 def seed_keys(findings: list[Finding]) -> set[str]:
     """The planner's seeds (``label#out``, ``label#in``) the padding findings ask for: the pad
     plan pads what ``check`` reports, and only that (``--select``/``--ignore`` included)."""
-    keys: set[str] = set()
-    for f in findings:
-        rule = RULES.get(f.code)
-        if rule is None or not rule.padding:
-            continue
-        if "out" in rule.padding and (f.code != "TC203" or "K/g" in (f.suggested or {})):
-            keys.add(f"{f.path}#out")
-        if "in" in rule.padding:
-            keys.add(f"{f.path}#in")
-    return keys
+    return {f"{f.path}#{kind}" for f in findings for kind in _kinds(f) if kind != "carried"}
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The planner's decision on one dim a finding needs."""
+
+    status: str
+    saving_s: float
+    reason: str
+    pays_from: int | None
+    seeds: tuple[str, ...]  # the seeds whose padding it is
+
+
+_STATUS_ORDER = ("unsafe", "no-gain")  # a finding takes the worst status of its parts
 
 
 def decide(f: Finding, plan: PadPlan | None, cost: ModelCost, hot_threshold: float,
            plan_error: str = "") -> Finding:
     """A padding finding with the pad planner's decision: its net saving, whether ``tclint
     fix`` pads it, and why not (advice findings keep the rule's own estimate)."""
-    rule = RULES.get(f.code)
-    total = cost.total_s
-    if rule is None or not rule.padding:
+    kinds = _kinds(f)
+    if not kinds:
         return f
+
+    def share(seconds: float) -> float:
+        return seconds / cost.total_s if cost.total_s > 0 else 0.0
+
+    def hot(saving: float) -> bool:
+        return saving > 0 and saving >= hot_threshold
+
     if plan is None:
-        return dataclasses.replace(f, fix_status="unsafe", hot=f.saving >= hot_threshold and f.saving > 0,
+        return dataclasses.replace(f, fix_status="unsafe", hot=hot(f.saving),
                                    fix_note=f"no pad plan: {plan_error}")
-    parts = []  # (status, saving_s, reason, pays_from, key) for each dim the finding needs
-    if "out" in rule.padding and (f.code != "TC203" or "K/g" in (f.suggested or {})):
-        parts.append(_seed_part(plan, f"{f.path}#out", f))
-    if "in" in rule.padding:
-        parts.append(_seed_part(plan, f"{f.path}#in", f))
-    if "carried" in rule.padding and (f.code != "TC203" or "C/g" in (f.suggested or {})):
-        parts.append(_carried_part(plan, f))
-    if not parts:
-        return f
-    bad = [p for p in parts if p[0] != "fix"]
+    parts = [_carried_part(plan, f) if kind == "carried" else _seed_part(plan, f"{f.path}#{kind}")
+             for kind in kinds]
+    bad = [p for p in parts if p.status != "fix"]
     if not bad:
-        keys = {k for *_rest, key in parts for k in key}  # a seed counted once
-        saving_s = sum(plan.decisions[k].saving_s for k in keys)
-        saving = saving_s / total if total > 0 else 0.0
-        return dataclasses.replace(f, saving=saving, hot=saving >= hot_threshold and saving > 0,
-                                   fix_status="fix", fix_note="", pays_from=None)
-    status, saving_s, reason, pays_from, _key = min(bad, key=lambda p: ("unsafe", "no-gain").index(p[0]))
-    if status == "unsafe":
-        saving = f.saving  # what fixing the layer would save, were it possible (rule's estimate)
-    else:
-        saving = saving_s / total if total > 0 else 0.0
-    return dataclasses.replace(f, saving=saving, hot=saving >= hot_threshold and saving > 0,
-                               fix_status=status, fix_note=reason, pays_from=pays_from)
+        seeds = {k for p in parts for k in p.seeds}  # a seed counted once
+        saving = share(sum(plan.decisions[k].saving_s for k in seeds))
+        return dataclasses.replace(f, saving=saving, hot=hot(saving), fix_status="fix",
+                                   fix_note="", pays_from=None)
+    worst = min(bad, key=lambda p: _STATUS_ORDER.index(p.status))
+    # unsafe: what aligning the layer would save, were it possible (the rule's own estimate)
+    saving = f.saving if worst.status == "unsafe" else share(worst.saving_s)
+    return dataclasses.replace(f, saving=saving, hot=hot(saving), fix_status=worst.status,
+                               fix_note=worst.reason, pays_from=worst.pays_from)
 
 
-def _seed_part(plan: PadPlan, key: str, f: Finding):
+def _seed_part(plan: PadPlan, key: str) -> _Part:
     d = plan.decisions.get(key)
     if d is None:
-        return ("unsafe", 0.0, "not a dim the pad pass plans", None, ())
-    return (d.status, d.saving_s, d.reason, d.pays_from, (key,))
+        return _Part("unsafe", 0.0, "not a dim the pad pass plans", None, ())
+    return _Part(d.status, d.saving_s, d.reason, d.pays_from, (key,))
 
 
-def _carried_part(plan: PadPlan, f: Finding):
+def _carried_part(plan: PadPlan, f: Finding) -> _Part:
+    """An input dim (conv C, GEMM K): fixed when its producers' padding reaches it aligned."""
     seeds = plan.carried.get(f.path)
     if seeds:
-        return ("fix", sum(plan.decisions[k].saving_s for k in seeds), "", None, tuple(seeds))
+        return _Part("fix", sum(plan.decisions[k].saving_s for k in seeds), "", None, tuple(seeds))
     why, keys = plan.unfixed.get(f.path, ("its producer is not padded", ()))
     decisions = [plan.decisions[k] for k in keys if k in plan.decisions]
     no_gain = [d for d in decisions if d.status == "no-gain"]
     if no_gain:  # the padding that would set this dim does not pay
         d = min(no_gain, key=lambda d: d.saving_s)
         pays = [x.pays_from for x in no_gain]
-        pays_from = max(pays) if all(pays) else None
-        return ("no-gain", sum(x.saving_s for x in no_gain), f"{why}: {d.layer}: {d.reason}",
-                pays_from, tuple(x.key for x in no_gain))
+        return _Part("no-gain", sum(x.saving_s for x in no_gain), f"{why}: {d.layer}: {d.reason}",
+                     max(pays) if all(pays) else None, tuple(x.key for x in no_gain))
     unsafe = [d for d in decisions if d.status == "unsafe"]
     if unsafe:
-        return ("unsafe", 0.0, f"{why}: {unsafe[0].layer}: {unsafe[0].reason}", None, ())
-    return ("unsafe", 0.0, why, None, ())
+        return _Part("unsafe", 0.0, f"{why}: {unsafe[0].layer}: {unsafe[0].reason}", None, ())
+    return _Part("unsafe", 0.0, why, None, ())
 
 
 def check_model(
