@@ -511,8 +511,11 @@ def plan_padding(
     (:class:`_Planner`), and each padded dim is credited with what its padding changes in the
     cost model (:class:`_PlanCost`): the layer itself, the consumers whose input dim its padding
     fixes (or makes bigger), the channel-wise ops that carry the wider tensor, and every
-    Slice/Gather/Pad the plan inserts. Dims whose net saving is not positive are dropped and the
-    rest is planned again, until every dim kept pays. ``force`` keeps every dim that can be padded.
+    Slice/Gather/Pad the plan inserts. Dims whose net saving is not above :data:`MIN_NET_SAVING`
+    of the model's time are dropped (with the reason, and the batch from which they would pay)
+    and the rest is planned again, until every dim kept pays. ``force`` keeps every dim that can
+    be padded. :func:`tclint.lint.analyse` calls this for ``check``'s gate and ``tclint fix``
+    rewrites the plan it returns: one decision.
 
     ``layers``: the GEMM view's layers with their costs; ``memory_ops``: the view's other nodes
     (for the carried padding's extra bytes); ``only``: layer labels, or seed keys
