@@ -206,7 +206,7 @@ def quantize_model(
         notes.append(message)
 
     with tempfile.TemporaryDirectory(prefix="tclint-quantize-") as tmp:
-        work = Path(tmp)
+        work = Path(tmp).resolve()
         say("loading")
         src, label, model = _source(path_or_model, work)
         _check_out_path(out_path, src, model)
@@ -327,7 +327,7 @@ def _source(path_or_model, work: Path) -> tuple[Path, str, ir.Model]:
     path = Path(path_or_model)
     model = load_model(path)
     require_readable_weights(model, path)
-    return path, str(path), model
+    return path.resolve(), str(path), model
 
 
 def _external_files(model: ir.Model) -> set[Path]:
@@ -580,10 +580,13 @@ class _DropRootRecords(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_ort() -> Iterator[list[str]]:
+def _quiet_ort(scratch: Path) -> Iterator[list[str]]:
     """Keep onnxruntime's quantization chatter (root-logger warnings, tracebacks logged on
     failure, histogram ``print``s to stdout that would corrupt ``--format json``, C++ session
-    warnings) out of the user's terminal. Yields the captured log messages."""
+    warnings) out of the user's terminal, and its stray files out of the user's folder: on
+    incomplete symbolic shape inference it saves ``sym_shape_infer_temp.onnx`` and a
+    ``<uuid>.data`` into the current directory, so it runs with ``scratch`` as the current
+    directory (process-wide: not for concurrent threads). Yields the captured log messages."""
     import onnxruntime as ort
 
     captured: list[str] = []
@@ -603,7 +606,8 @@ def _quiet_ort() -> Iterator[list[str]]:
     ort_logger.propagate = False
     ort.set_default_logger_severity(3)
     try:
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings(), \
+                contextlib.chdir(scratch):
             warnings.simplefilter("ignore")
             yield captured
     finally:
@@ -629,7 +633,7 @@ def _stage(src: Path, work: Path, *, preprocess: bool, big: bool, warn, say) -> 
         tries = ([] if big else [("symbolic shapes", False)]) + [("without symbolic shapes", True)]
         failures = []
         for what, skip_symbolic in tries:
-            with _quiet_ort() as log:
+            with _quiet_ort(work) as log:
                 try:
                     quant_pre_process(
                         str(src), str(staged), skip_symbolic_shape=skip_symbolic,
@@ -745,7 +749,7 @@ class _Quantizer:
 
         out = self.work / f"{name}.onnx"
         reader = _Reader(self.calib, self.say)
-        with _quiet_ort():
+        with _quiet_ort(self.work):
             try:
                 quantize_static(str(self.staged), str(out), reader,
                                 nodes_to_exclude=list(exclude_nodes),
@@ -847,7 +851,7 @@ def _layer_errors(staged: Path, quantized: Path, feeds: Sequence[Feeds], work: P
     from onnxruntime.quantization.qdq_loss_debug import modify_model_output_intermediate_tensors
 
     float_aug, quant_aug = work / "float_aug.onnx", work / "quant_aug.onnx"
-    with _quiet_ort():
+    with _quiet_ort(work):
         try:
             modify_model_output_intermediate_tensors(str(staged), str(float_aug),
                                                      save_as_external_data=big)

@@ -146,7 +146,7 @@ def test_resnet_with_external_data_from_a_folder_of_npz(tmp_path, exports_before
     assert _hashes(DIR) == exports_before
 
 
-def test_bert_token_ids_exclusion_and_symbolic_fallback(tmp_path, exports_before):
+def test_bert_token_ids_exclusion_and_symbolic_fallback(tmp_path, exports_before, monkeypatch):
     """bert_mlm_legacy: int64 token ids and masks; onnxruntime's symbolic shape inference
     fails on it, so pre-processing falls back to the optimizer and ONNX shape inference and
     says so. The excluded LM head (30522 wide) keeps its float weight; every other MatMul
@@ -155,6 +155,9 @@ def test_bert_token_ids_exclusion_and_symbolic_fallback(tmp_path, exports_before
     entry = BY_FILE["bert_mlm_legacy.onnx"]
     data = _npz(tmp_path / "tokens.npz", entry, range(6), seq=16)
     out = tmp_path / "bert_int8.onnx"
+    cwd = tmp_path / "cwd"  # onnxruntime's failed symbolic inference dumps files into the cwd
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
     report = quantize_model(BERT, out, calibration_data=data, exclude_nodes=[BERT_DECODER],
                             holdout=0.34)
     assert report.calibration_samples == 4 and report.eval_samples == 2
@@ -182,6 +185,7 @@ def test_bert_token_ids_exclusion_and_symbolic_fallback(tmp_path, exports_before
     s = _session(out)
     sample = feeds(entry, {"batch": 1, "seq": 24}, seed=99)
     assert s.run(None, sample)[0].shape == (1, 24, 30522)
+    assert list(cwd.iterdir()) == []
     assert _hashes(DIR) == exports_before
 
 

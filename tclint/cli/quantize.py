@@ -55,6 +55,9 @@ def register(subparsers) -> None:
                    help="bind a symbolic dim for random inputs, e.g. --dim seq=128")
     p.add_argument("--input-shape", action="append", default=[], metavar="NAME:SHAPE",
                    help="an input's shape for random inputs: ids:1x128")
+    p.add_argument("--no-layer-report", dest="layer_report", action="store_false",
+                   help="skip the instrumented run that ranks layers by the error they add "
+                   "(--target-cosine needs it and runs it anyway)")
     p.add_argument("--layers", type=int, default=10, metavar="N",
                    help="layers to list in the table (default 10)")
     p.add_argument("--format", choices=["table", "json"], default="table")
@@ -85,6 +88,7 @@ def run(args) -> int:
             external_data=args.external_data,
             dims=dims,
             input_shapes=shapes,
+            layer_report=args.layer_report,
             progress=progress,
         )
     finally:
