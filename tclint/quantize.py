@@ -49,6 +49,14 @@ logger = logging.getLogger(__name__)
 Feeds = dict[str, np.ndarray]
 
 METHODS = ("minmax", "entropy", "percentile")
+#: Where Q/DQ go. "tensorrt": on the inputs of the weighted ops only (activation and weight of
+#: Conv/ConvTranspose/Gemm/MatMul), not on their outputs nor around other ops: TensorRT's
+#: placement advice for explicit quantization (it fuses the rest, e.g. Conv+BN+ReLU, and picks
+#: the output precision itself), one quantization per tensor. "onnxruntime": quantize_static's
+#: default, every op in onnxruntime's registries with its outputs (QDQ around Relu, Add,
+#: MaxPool, LayerNorm, Softmax...), what onnxruntime's CPU int8 kernels need to fuse.
+PLACEMENTS = ("tensorrt", "onnxruntime")
+TENSORRT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 #: Random samples used without DATA: calibration (as the issue's anchor) and evaluation.
 RANDOM_CALIBRATION_SAMPLES = 16
@@ -118,6 +126,7 @@ class QuantizeReport:
     output: str | None
     method: str
     per_channel: bool
+    placement: str
     #: pre-processing steps that ran ("symbolic shapes", "optimizer", "shapes") or why not
     preprocess: tuple[str, ...]
     calibration: str
@@ -164,6 +173,7 @@ def quantize_model(
     exclude_nodes: Iterable[str] = (),
     exclude_ops: Iterable[str] = (),
     per_channel: bool = True,
+    placement: str = "tensorrt",
     eval_data: str | os.PathLike | Sequence[Feeds] | None = None,
     holdout: float = 0.2,
     target_cosine: float | None = None,
@@ -182,7 +192,8 @@ def quantize_model(
     are ones; ``dims``/``input_shapes`` bind symbolic dims, a leading one defaults to 1).
     ``holdout``: share of the samples kept out of calibration to measure accuracy on (ignored
     when ``eval_data`` is given). ``method``: onnxruntime's calibration, minmax, entropy or
-    percentile. ``exclude_nodes`` / ``exclude_ops``: left in float. ``target_cosine``: exclude
+    percentile. ``exclude_nodes`` / ``exclude_ops``: left in float. ``placement``: where Q/DQ
+    go (:data:`PLACEMENTS`; "tensorrt": inputs of Conv/ConvTranspose/Gemm/MatMul only). ``target_cosine``: exclude
     the layers that add most error until every float output's mean cosine reaches it (up to
     :data:`MAX_ATTEMPTS` attempts; the best attempt is written either way and the report
     says whether it was met). ``preprocess``: run onnxruntime's quantization pre-processing
@@ -193,6 +204,8 @@ def quantize_model(
     say = progress or (lambda _message: None)
     if method not in METHODS:
         raise UsageError(f"unknown --method {method!r}; known: {', '.join(METHODS)}")
+    if placement not in PLACEMENTS:
+        raise UsageError(f"unknown --placement {placement!r}; known: {', '.join(PLACEMENTS)}")
     if not 0 <= holdout < 1:
         raise UsageError("--holdout must be in [0, 1)")
     if target_cosine is not None and not 0 < target_cosine <= 1:
@@ -232,7 +245,8 @@ def quantize_model(
                  "(fused or folded); run with --no-preprocess to exclude them by name")
 
         quantizer = _Quantizer(staged, work, method=method, per_channel=per_channel,
-                               exclude_ops=exclude_ops, big=big, calib=calib, say=say)
+                               placement=placement, exclude_ops=exclude_ops, big=big,
+                               calib=calib, say=say)
         say("calibrating")
         t_cal = time.perf_counter()
         current = quantizer.run(exclude_nodes, "q0")
@@ -274,6 +288,9 @@ def quantize_model(
         target_met = None if target_cosine is None or cosine is None else cosine >= target_cosine
 
         counts = _count_qdq(current)
+        if counts["nodes_quantized"] == 0:
+            warn("nothing was quantized: no node of the model runs in int8 (no Conv/MatMul/"
+                 "Gemm with a constant weight, or all excluded)")
         written = None
         if out_path is not None:
             say(f"writing {out_path}")
@@ -286,6 +303,7 @@ def quantize_model(
             output=written,
             method=method,
             per_channel=per_channel,
+            placement=placement,
             preprocess=tuple(steps),
             calibration=calib_label,
             calibration_samples=len(calib),
@@ -361,9 +379,6 @@ def _check_float_model(model: ir.Model, label: str) -> None:
     if found:
         raise InputError(f"{label}: already quantized (has {', '.join(found)}); quantize the "
                          "float model")
-    if not any(v.dtype in (ir.DataType.FLOAT, ir.DataType.FLOAT16)
-               for v in model.graph.initializers.values()):
-        raise InputError(f"{label}: no float weights to quantize")
 
 
 def _check_exclusions(model: ir.Model, label: str, nodes: Sequence[str], ops: Sequence[str],
@@ -713,14 +728,17 @@ class _Quantizer:
     the ranges, later runs (other exclusions) reuse them."""
 
     def __init__(self, staged: Path, work: Path, *, method: str, per_channel: bool,
-                 exclude_ops: Sequence[str], big: bool, calib: Sequence[Feeds], say):
+                 placement: str, exclude_ops: Sequence[str], big: bool,
+                 calib: Sequence[Feeds], say):
         self.staged, self.work = staged, work
         self.method, self.per_channel, self.big = method, per_channel, big
         self.calib, self.say = calib, say
         self.cache = work / "calibration.json"
         from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
-        ops = set(QDQRegistry) | set(QLinearOpsRegistry)
+        self.placement = placement
+        ops = set(TENSORRT_OPS) if placement == "tensorrt" else set(QDQRegistry) | set(
+            QLinearOpsRegistry)
         self.op_types = sorted(ops - set(exclude_ops))
 
     def options(self) -> dict:
@@ -733,6 +751,9 @@ class _Quantizer:
             "ActivationSymmetric": True,
             "WeightSymmetric": True,
         }
+        if self.placement == "tensorrt":
+            # Q/DQ on the inputs of the weighted ops only: TensorRT fuses what follows them
+            extra["OpTypesToExcludeOutputQuantization"] = list(self.op_types)
         if self.method != "minmax":
             # histogram calibrators keep every activation of the samples they are given: feed
             # them in strides (MinMax keeps only per-tensor min/max, no need)
@@ -1014,7 +1035,7 @@ def format_table(report: QuantizeReport, *, layers: int = 10) -> str:
     lines = [
         f"{r.input} -> {r.output or '(not written)'}: int8 QDQ "
         f"({'per-channel' if r.per_channel else 'per-tensor'} symmetric weights, symmetric "
-        f"activations), {r.method} calibration",
+        f"activations), {r.method} calibration, {r.placement} Q/DQ placement",
         f"  calibration: {r.calibration}; {r.calibration_samples} used",
         f"  accuracy on: {r.evaluation}",
         f"  pre-processing: {', '.join(r.preprocess)}",
@@ -1062,6 +1083,6 @@ def format_json(report: QuantizeReport) -> str:
 
 
 __all__ = [
-    "Attempt", "LayerError", "METHODS", "OutputAccuracy", "QuantizeReport", "cosine",
+    "Attempt", "LayerError", "METHODS", "PLACEMENTS", "OutputAccuracy", "QuantizeReport", "cosine",
     "format_json", "format_table", "output_accuracy", "quantize_model",
 ]

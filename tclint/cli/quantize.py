@@ -12,7 +12,7 @@ import time
 
 from tclint.convert import parse_names
 from tclint.errors import UsageError
-from tclint.quantize import METHODS, format_json, format_table, quantize_model
+from tclint.quantize import METHODS, PLACEMENTS, format_json, format_table, quantize_model
 
 
 def register(subparsers) -> None:
@@ -37,6 +37,10 @@ def register(subparsers) -> None:
                    "(default 0.2)")
     p.add_argument("--method", choices=METHODS, default="minmax",
                    help="calibration: minmax (default), entropy or percentile")
+    p.add_argument("--placement", choices=PLACEMENTS, default="tensorrt",
+                   help="where Q/DQ go: tensorrt (default: inputs of Conv/ConvTranspose/Gemm/"
+                   "MatMul only, TensorRT's advice) or onnxruntime (quantize_static's default: "
+                   "around every op it knows, for onnxruntime's CPU int8 kernels)")
     p.add_argument("--exclude-node", action="append", default=[], metavar="NAME",
                    help="keep this node in float (repeatable, comma lists)")
     p.add_argument("--exclude-op", action="append", default=[], metavar="OP",
@@ -81,6 +85,7 @@ def run(args) -> int:
             exclude_nodes=parse_names(args.exclude_node),
             exclude_ops=parse_names(args.exclude_op),
             per_channel=args.per_channel,
+            placement=args.placement,
             eval_data=args.eval_data,
             holdout=args.holdout,
             target_cosine=args.target_cosine,
