@@ -63,7 +63,8 @@ RANDOM_CALIBRATION_SAMPLES = 16
 RANDOM_EVAL_SAMPLES = 4
 #: Samples the instrumented per-layer run uses at most (it keeps every activation of a sample).
 LAYER_RUN_SAMPLES = 2
-#: ``target_cosine`` attempts; attempt i excludes the 2**i - 1 highest-ranked layers.
+#: ``target_cosine`` attempts; attempt i excludes the 2**i - 1 highest-ranked layers (never
+#: more than half of the int8 layers).
 MAX_ATTEMPTS = 5
 #: Above this many weight bytes, onnxruntime's quantizer writes external data (protobuf's 2 GB
 #: limit applies to the float model it saves on the way, with the calibration outputs added).
@@ -195,8 +196,8 @@ def quantize_model(
     percentile. ``exclude_nodes`` / ``exclude_ops``: left in float. ``placement``: where Q/DQ
     go (:data:`PLACEMENTS`; "tensorrt": inputs of Conv/ConvTranspose/Gemm/MatMul only). ``target_cosine``: exclude
     the layers that add most error until every float output's mean cosine reaches it (up to
-    :data:`MAX_ATTEMPTS` attempts; the best attempt is written either way and the report
-    says whether it was met). ``preprocess``: run onnxruntime's quantization pre-processing
+    :data:`MAX_ATTEMPTS` attempts, at most half of the int8 layers kept float; the best attempt
+    is written either way and the report says whether it was met). ``preprocess``: run onnxruntime's quantization pre-processing
     first. ``external_data``: weights of the output in ``<out>.data`` (None: when over 2 GB).
     Raises :class:`InputError` for a bad model or data and :class:`UsageError` for bad options.
     """
@@ -262,12 +263,15 @@ def quantize_model(
 
         attempts: list[Attempt] = []
         best = (cosine, current, outputs, exclude_nodes)
+        counts_before = _count_qdq(current)["nodes_quantized"]
         if target_cosine is not None and cosine is not None and cosine < target_cosine:
             ranked = [layer.node for layer in layers if layer.added > 0
                       and layer.node not in exclude_nodes]
+            # keeping more than half of the int8 layers float defeats int8: stop there
+            most = max(1, counts_before // 2)
             tried = 0
             for i in range(1, MAX_ATTEMPTS + 1):
-                count = min(2**i - 1, len(ranked))
+                count = min(2**i - 1, len(ranked), most)
                 if count <= tried:
                     break
                 tried = count

@@ -245,6 +245,8 @@ def test_target_cosine_not_met_exits_1_and_reports_each_attempt(tmp_path):
     assert 1 <= len(attempts) <= 5
     sizes = [len(a["excluded"]) for a in attempts]
     assert sizes == sorted(sizes) and len(set(sizes)) == len(sizes)
+    assert sizes[-1] <= 14 // 2  # never more than half of the 14 int8 layers kept float
+    assert report["nodes_quantized"] >= 14 - sizes[-1]
     assert report["target_met"] is False and not any(a["met"] for a in attempts)
     assert report["cosine"] >= max(a["cosine"] for a in attempts)  # the best one is written
     assert report["cosine"] == min(o["cosine"] for o in report["outputs"])
