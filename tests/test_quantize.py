@@ -199,12 +199,14 @@ def test_bert_token_ids_exclusion_and_symbolic_fallback(tmp_path, exports_before
 
 def test_onnxruntime_placement_and_exclude_op(tmp_path):
     """--placement onnxruntime (quantize_static's default op set: Q/DQ around Relu, Add,
-    MaxPool too); --exclude-op Add,Gemm keeps those float."""
+    MaxPool too); --exclude-op Add,Gemm keeps those float; --external-data writes r.onnx.data."""
     entry = BY_FILE["resnet_dynamo.onnx"]
     data = _npz(tmp_path / "d.npz", entry, range(5))
     out = tmp_path / "r.onnx"
     report = quantize_model(RESNET, out, calibration_data=data, exclude_ops=["Add", "Gemm"],
-                            placement="onnxruntime", layer_report=False)
+                            placement="onnxruntime", layer_report=False, external_data=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "r.onnx", "r.onnx.data"]
+    _session(out)
     graph = _graph(out)
     consumers = {}
     for n in graph.node:
