@@ -121,7 +121,8 @@ def find_modelopt(explicit: str | None) -> tuple[str | None, str]:
         if not py or not Path(py).exists():
             continue
         probe = subprocess.run([py, "-c", "import modelopt, modelopt.onnx.quantization as q; "
-                                "print(modelopt.__version__)"], capture_output=True, text=True)
+                                "print(modelopt.__version__)"], check=False,
+                               capture_output=True, text=True)
         if probe.returncode == 0:
             return py, f"nvidia-modelopt {probe.stdout.strip()} ({py})"
     return None, ("not installed in any of " + ", ".join(str(c) for c in candidates if c)
@@ -201,7 +202,8 @@ def run_all(models: list[Path], repeat: int, modelopt_python: str | None) -> lis
                     out = work / f"{abs(hash(name))}.onnx"
                     cmd = make(str(src), str(out), str(calib), str(evald))
                     t = time.perf_counter()
-                    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work,
+                    proc = subprocess.run(cmd, check=False, capture_output=True, text=True,
+                                          cwd=work,
                                           env={**os.environ, "PYTHONPATH": str(ROOT)})
                     times[name].append(time.perf_counter() - t)
                     res = {"command": " ".join(cmd[:3] + ["..."] if "-c" in cmd else cmd),

@@ -193,12 +193,13 @@ def quantize_model(
     are ones; ``dims``/``input_shapes`` bind symbolic dims, a leading one defaults to 1).
     ``holdout``: share of the samples kept out of calibration to measure accuracy on (ignored
     when ``eval_data`` is given). ``method``: onnxruntime's calibration, minmax, entropy or
-    percentile. ``exclude_nodes`` / ``exclude_ops``: left in float. ``placement``: where Q/DQ
-    go (:data:`PLACEMENTS`; "tensorrt": inputs of Conv/ConvTranspose/Gemm/MatMul only). ``target_cosine``: exclude
-    the layers that add most error until every float output's mean cosine reaches it (up to
-    :data:`MAX_ATTEMPTS` attempts, at most half of the int8 layers kept float; the best attempt
-    is written either way and the report says whether it was met). ``preprocess``: run onnxruntime's quantization pre-processing
-    first. ``external_data``: weights of the output in ``<out>.data`` (None: when over 2 GB).
+    percentile. ``exclude_nodes`` / ``exclude_ops``: left in float. ``placement``: where
+    Q/DQ go (:data:`PLACEMENTS`; "tensorrt": inputs of Conv/ConvTranspose/Gemm/MatMul only).
+    ``target_cosine``: exclude the layers that add most error until every float output's mean
+    cosine reaches it (up to :data:`MAX_ATTEMPTS` attempts, at most half of the int8 layers
+    kept float; the best attempt is written either way and the report says whether it was
+    met). ``preprocess``: run onnxruntime's quantization pre-processing first.
+    ``external_data``: weights of the output in ``<out>.data`` (None: when over 2 GB).
     Raises :class:`InputError` for a bad model or data and :class:`UsageError` for bad options.
     """
     start = time.perf_counter()
@@ -446,7 +447,7 @@ def _samples(session, src: Path, label: str, calibration_data, eval_data, holdou
         evals, elabel = _read_samples(eval_data, specs, "--eval-data")
         return samples, evals, clabel, elabel
     n = len(samples)
-    k = int(round(holdout * n))
+    k = round(holdout * n)
     if holdout > 0 and n >= 2:
         k = min(max(k, 1), n - 1)
     else:
