@@ -488,7 +488,10 @@ def _session(path: str, providers: list, *, shared: bool = False) -> ort.Inferen
         # after its run would slow down whichever model runs next.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
-        return ort.InferenceSession(path, options, providers=providers)
+        from tclint.verify import CPU_DISABLED_OPTIMIZERS
+
+        disabled = list(CPU_DISABLED_OPTIMIZERS) if "CPUExecutionProvider" in providers else []
+        return ort.InferenceSession(path, options, providers=providers, disabled_optimizers=disabled)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unrelated types
         first = " ".join(str(exc).split())[:300]
         raise InputError(f"{path}: onnxruntime cannot load it: {first}") from None

@@ -29,7 +29,7 @@ from pathlib import Path
 from tclint.errors import UsageError
 from tclint.load import parse_input_shape
 
-FAIL_ON = ("hot", "any", "none")
+FAIL_ON = ("hot", "advice", "any", "none")  # meanings: tclint.lint
 FORMATS = ("table", "json", "sarif", "github")
 
 

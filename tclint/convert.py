@@ -21,7 +21,7 @@ import numpy as np
 import onnx_ir as ir
 
 from tclint import specs
-from tclint.errors import InputError, UsageError, VerificationError
+from tclint.errors import InputError, TclintError, UsageError, VerificationError
 from tclint.io import (
     external_tensors,
     model_weight_bytes,
@@ -31,7 +31,7 @@ from tclint.io import (
 )
 from tclint.passes.fp16 import ConvertFloat16Pass, KeptNode, NormEpsilon, TensorClamp
 from tclint.runtime import session_options
-from tclint.verify import random_tensor
+from tclint.verify import cpu_session, random_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -244,7 +244,27 @@ def _load(path_or_model) -> tuple[ir.Model, str]:
             raise InputError(f"{path}: not a readable ONNX model ({exc})") from None
     _check_initializer_types(model, path)
     require_readable_weights(model, path)
+    _infer_types(model)
     return model, str(path)
+
+
+def _infer_types(model: ir.Model) -> None:
+    """Fill in the element type of values the model does not annotate (an onnxruntime-optimized
+    BERT has no value_info: the FP16 pass must know that EmbedLayerNormalization's output is
+    float to convert the Attention reading it consistently). Shapes are left as they were."""
+    values = [v for n in model.graph.all_nodes() for v in n.outputs]
+    if all(v.dtype is not None for v in values):
+        return
+    from tclint.load import resolve_shapes
+
+    shapes = {v: v.shape for v in [*model.graph.inputs, *values]}
+    try:
+        resolve_shapes(model)
+    except TclintError as exc:  # types stay unknown: the pass works as before
+        logger.info("type inference before conversion failed: %s", exc)
+    finally:
+        for v, shape in shapes.items():
+            v.shape = shape
 
 
 def _check_initializer_types(model: ir.Model, label) -> None:
@@ -330,12 +350,17 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
     if disable_optimizations:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
+        if any(n.op_type == "NhwcConv" and n.domain == "com.microsoft" for n in model.graph):
+            # no CPU kernel (a --layout nhwc model): run the equivalent Transpose-Conv-Transpose
+            from tclint.passes.layout import expand_nhwc_conv
+
+            model = expand_nhwc_conv(model)
         if any(isinstance(v.const_value, ir.ExternalTensor) for g in model.graphs()
                for v in g.initializers.values()):
             model = model.clone()
             ir.external_data.load_to_model(model)
         data = ir.to_proto(model).SerializeToString()
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return cpu_session(data, options)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
         raise VerificationError(
             f"{label}: the converted model does not load in onnxruntime: {exc}"
@@ -344,11 +369,8 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
 
 def _session_file(path: Path, label: str):
     """An onnxruntime session on a written model file (its external data beside it)."""
-    import onnxruntime as ort
-
-    options = session_options()
     try:
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return cpu_session(str(path), session_options())
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
         raise VerificationError(
             f"{label}: the converted model does not load in onnxruntime from its folder: {_one_line(exc)}"

@@ -97,9 +97,26 @@ def alignment_factor(dims: dict[str, int], precision: str, target: Target) -> fl
     return factor
 
 
+def padded_length(dim: int | None, align: int) -> int:
+    """The padded size of ``dim``, or 0 when it needs none (unknown, aligned, or 1), as in
+    Inductor's ``pad_mm``. The one rounding rule the rules, the cost model and the pad pass use."""
+    if dim is None or dim <= 1 or align <= 1 or dim % align == 0:
+        return 0
+    return -(-dim // align) * align
+
+
+def layer_multiple(layer: Layer, target: Target, *, vocab_multiple: int = 64) -> int:
+    """The multiple a layer's weight dims should have: the target's tier for its precision, and
+    ``vocab_multiple`` (at least that tier) for an output/vocab projection (rule TC104)."""
+    mult = target.multiple(layer.precision)
+    if layer.conv is None and layer.is_vocab_projection:
+        return max(vocab_multiple, mult)
+    return mult
+
+
 def aligned_dims(dims: dict[str, int | None], precision: str, target: Target) -> dict[str, int | None]:
     need = target.multiple(precision)
-    return {k: (v if v is None or v <= 1 else -(-v // need) * need) for k, v in dims.items()}
+    return {k: (padded_length(v, need) or v) for k, v in dims.items()}
 
 
 def checked_dims(layer: Layer) -> dict[str, int | None]:

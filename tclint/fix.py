@@ -1,10 +1,15 @@
 """``fix_model``: the library entry point of ``tclint fix``.
 
-load (weights lazy) -> the same analysis as ``check`` (:func:`tclint.lint.analyse`) -> pad what
-check reports (:class:`tclint.passes.pad.PadChannelsPass`) -> optional channels-last layout
-(:mod:`tclint.passes.layout`) -> analyse the result again (estimated speedup, findings left)
--> verify on onnxruntime CPU (:func:`tclint.verify.verify`) -> write atomically.
-Nothing is written unless verification passes; the input file is never modified.
+load (weights lazy) -> sort the graph topologically (a cycle is an input error) -> the same
+analysis as ``check`` (:func:`tclint.lint.analyse`), whose pad plan is the decision check's gate
+made -> pad what that plan pads (:class:`tclint.passes.pad.PadChannelsPass`), again on the
+result while another round pays -> optional channels-last layout (:mod:`tclint.passes.layout`)
+-> analyse the result again: the estimate (never slower, unless ``force``) and the findings left
+that would still fail check's gate, each with why -> verify on onnxruntime CPU
+(:func:`tclint.verify.verify`) -> write atomically.
+
+Nothing is written unless verification passes; the input file is never modified. Findings left
+that fail the gate make the CLI exit 1 after writing what it could (like ``ruff check --fix``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from tclint.io import (
     require_readable_weights,
     save_model_atomic,
 )
-from tclint.lint import analyse
+from tclint.lint import analyse, finding_fails, seed_keys
 from tclint.load import load_model
 from tclint.passes.pad import (
     InsertedNode,
@@ -36,14 +41,18 @@ from tclint.passes.pad import (
     PadChange,
     PadChannelsPass,
     SkippedLayer,
+    plan_padding,
 )
+from tclint.rules import pad_codes
 from tclint.verify import VerifyResult, verify
 
 logger = logging.getLogger(__name__)
 
-#: Findings ``fix`` acts on (the alignment rules whose fix is padding).
-ALIGNMENT_CODES = frozenset({"TC101", "TC102", "TC104", "TC201", "TC202", "TC203", "TC204"})
+#: Findings ``fix`` acts on: the rules whose fix is padding (read from the rule registry).
+ALIGNMENT_CODES = pad_codes()
 LAYOUTS = ("nchw", "nhwc")
+#: Pad rounds: the first pads check's plan; another runs while the plan on the result pads more.
+MAX_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,12 @@ class FixReport:
     #: report of ``tclint convert`` when --fp16 ran after the fix
     fp16: dict | None = None
     notes: tuple[str, ...] = ()
+    #: findings of the result that still fail check's gate (same options), each with why
+    left: tuple[dict, ...] = ()
+    #: check's gate on the input and on the result
+    gate_before: bool = False
+    gate_after: bool = False
+    rounds: int = 0
 
     @property
     def speedup(self) -> float:
@@ -95,6 +110,8 @@ class FixReport:
             "findings_left_on_changed": list(self.findings_left_on_changed),
             "verification": None if self.verification is None else self.verification.to_dict(),
             "seconds": round(self.seconds, 3), "fp16": self.fp16, "notes": list(self.notes),
+            "left": list(self.left), "gate_before": self.gate_before,
+            "gate_after": self.gate_after, "rounds": self.rounds,
         }
 
 
@@ -138,9 +155,14 @@ def fix_model(
         external_data = True  # external data in, external data out (even if every weight is padded)
     _require_typed_weights(model, path)
     require_readable_weights(model, path)
+    try:
+        model.graph.sort()  # plan and write a topologically sorted graph
+    except ValueError:
+        raise InputError(f"{path}: the graph has a cycle; it is not a valid ONNX model") from None
+    name = Path(path).name
     snapshot = {v: v.shape for v in _values(model.graph)}
     original_outputs = list(model.graph.outputs)
-    before = analyse(model, options, model_name=Path(path).name)
+    before = analyse(model, options, model_name=name)
     notes: list[str] = []
     verify_dims, verify_shapes = options.dims, options.input_shapes
     out_elements = _output_elements(model)
@@ -150,36 +172,76 @@ def fix_model(
         notes.append(f"random verification inputs use symbolic dims of 1: the bound dims give "
                      f"{out_elements:,} output elements")
     wanted = [f for f in before.findings if f.code in ALIGNMENT_CODES]
-    only = {f.path for f in wanted}
 
-    pad = PadChannelsPass(before.cost.layers, before.target, vocab_multiple=vocab_multiple,
-                          only=only, force=force)
-    try:
-        pad(model)
-    except MalformedModelError as exc:
-        raise InputError(f"{path}: {exc}") from None
-    except ir.passes.PostconditionError as exc:
-        raise VerificationError(f"{path}: fix not written: {exc}") from None
-    result = pad.result
-    assert result is not None
-    _restore_shapes(model, snapshot, original_outputs, result.resized)
+    changes: list[PadChange] = []
+    inserted: list[InsertedNode] = []
+    skipped: tuple[SkippedLayer, ...] = ()
+    analysis, rounds = before, 0
+    while True:
+        pad_plan = _plan(model, analysis, options, vocab_multiple, force, path)
+        if rounds == 0:
+            skipped = pad_plan.skipped  # check's decision, in check's words
+        if not pad_plan.padded or rounds == MAX_ROUNDS:
+            break
+        pad = PadChannelsPass(analysis.cost.layers, analysis.target, vocab_multiple=vocab_multiple,
+                              memory_ops=analysis.view.memory_ops, plan=pad_plan)
+        try:
+            pad(model)
+        except MalformedModelError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        except ir.passes.PostconditionError as exc:
+            raise VerificationError(f"{path}: fix not written: {exc}") from None
+        result = pad.result
+        assert result is not None
+        rounds += 1
+        if rounds == 1:
+            first_round = len(result.changes)
+        changes.extend(result.changes)
+        inserted.extend(result.inserted)
+        _restore_shapes(model, snapshot, original_outputs, result.resized)
+        snapshot = {v: v.shape for v in _values(model.graph)}
+        original_outputs = list(model.graph.outputs)
+        if force:
+            break
+        # another round where the plan on the result still pays (check on the output agrees)
+        analysis = analyse(model, options, model_name=name)
+    _restore_shapes(model, snapshot, original_outputs, ())  # the last analysis bound dims
+    if rounds > 1:  # a later round padded some of what the first left: those are not skipped
+        later = {c.node for c in changes[first_round:]}
+        skipped = tuple(r for r in skipped if r.node not in later)
 
     layout_info = None
+    padded_only = None
     if layout == "nhwc":
+        padded_only = model.clone()  # kept in case channels-last does not pay
         layout_info = _apply_layout(model, nhwc_inputs)
 
     try:
         clone = _clone(model)
     except ir.serde.SerdeError as exc:
         raise InputError(f"{path}: the model cannot be written back: {_root_cause(exc)}") from None
-    after = analyse(clone, options, model_name=Path(path).name)
+    after = analyse(clone, options, model_name=name)
+    if padded_only is not None and not force and layout_info and not nhwc_inputs:
+        without = analyse(_clone(padded_only), options, model_name=name)
+        if after.cost.total_s > without.cost.total_s * (1 + 1e-9):
+            notes.append(f"--layout nhwc not applied: estimated slower ("
+                         f"{without.cost.total_s * 1e6:.1f} us -> {after.cost.total_s * 1e6:.1f} us: "
+                         "the inserted transposes cost more than the NCHW convs they save)")
+            model, after, layout_info = padded_only, without, {"skipped": "estimated slower"}
     after_findings = [f for f in after.findings if f.code in ALIGNMENT_CODES]
-    changed = {c.node for c in result.changes}
-    left = tuple(sorted({f"{f.code} {f.path}" for f in after_findings if f.path in changed}))
+    changed = {c.node for c in changes}
+    left_on_changed = tuple(sorted({f"{f.code} {f.path}" for f in after_findings if f.path in changed}))
+    left = tuple(_left(f) for f in after.findings if finding_fails(f, options.fail_on))
+    slower = after.cost.total_s > before.cost.total_s * (1 + 1e-9)
+    if slower and not force:
+        raise VerificationError(
+            f"{path}: fix not written: the result is estimated slower "
+            f"({before.cost.total_s * 1e6:.1f} us -> {after.cost.total_s * 1e6:.1f} us); "
+            "--force writes it anyway")
 
     verification = None
     if not dry_run:
-        changed_any = bool(result.changes or result.inserted
+        changed_any = bool(changes or inserted
                            or (layout_info and (layout_info.get("convs_converted")
                                                 or layout_info.get("transposes_removed")
                                                 or layout_info.get("inputs_nhwc"))))
@@ -191,19 +253,44 @@ def fix_model(
             raise VerificationError(f"{path}: fix not written: {verification.message}")
         save_model_atomic(model, out_path, external_data=_external_policy(model, external_data))
 
-    extra_flops = sum(c.extra_flops or 0.0 for c in result.changes)
-    extra_params = sum(c.extra_params for c in result.changes)
+    extra_flops = sum(c.extra_flops or 0.0 for c in changes)
+    extra_params = sum(c.extra_params for c in changes)
     return FixReport(
         input=str(path), output=None if dry_run else str(out_path),
         target=before.target.describe(), layout=layout, dry_run=dry_run,
-        changes=result.changes, inserted=result.inserted, skipped=result.skipped,
+        changes=tuple(changes), inserted=tuple(inserted), skipped=skipped,
         layout_changes=layout_info, extra_flops=extra_flops, extra_params=extra_params,
         estimated_time_us_before=before.cost.total_s * 1e6,
         estimated_time_us_after=after.cost.total_s * 1e6,
         findings_before=len(wanted), findings_after=len(after_findings),
-        findings_left_on_changed=left, verification=verification, notes=tuple(notes),
-        seconds=time.perf_counter() - start,
+        findings_left_on_changed=left_on_changed, verification=verification, notes=tuple(notes),
+        seconds=time.perf_counter() - start, left=left,
+        gate_before=any(finding_fails(f, options.fail_on) for f in before.findings),
+        gate_after=bool(left), rounds=rounds,
     )
+
+
+def _plan(model: ir.Model, analysis, options: CheckOptions, vocab_multiple: int, force: bool, path):
+    """Check's own plan (the gate's decision), or with ``force`` every dim that can be padded."""
+    if analysis.pad_plan is None:
+        raise InputError(f"{path}: {analysis.plan_error}")
+    if not force and vocab_multiple == options.vocab_multiple:
+        return analysis.pad_plan
+    try:
+        return plan_padding(model, analysis.cost.layers, analysis.target,
+                            memory_ops=analysis.view.memory_ops, total_s=analysis.cost.total_s,
+                            vocab_multiple=vocab_multiple, only=seed_keys(analysis.findings),
+                            force=force)
+    except MalformedModelError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def _left(f) -> dict:
+    why = f.fix_note or ("advice: " + f.fix if f.fix_status == "advice" else "not fixed")
+    if f.pays_from:
+        why += f"; pays from batch {f.pays_from}"
+    return {"code": f.code, "node": f.path or "(model)", "fix_status": f.fix_status,
+            "saving": round(f.saving, 6), "why": why}
 
 
 # --------------------------------------------------------------------------------------------
@@ -286,18 +373,24 @@ def _values(graph: ir.Graph):
 
 def _restore_shapes(model: ir.Model, snapshot: dict, original_outputs: list, resized) -> None:
     """Analysis binds --dim values into the model's shapes; the output keeps the original
-    (symbolic) shapes, with the padded channel axes the pass changed."""
-    changed = {value: (axis, size) for value, axis, size in resized}
+    (symbolic) shapes, with every axis the pass changed (padded channels, a padded weight's
+    Transpose): no annotation is left stale."""
+    changed: dict[ir.Value, list[tuple[int, int]]] = {}
+    for value, axis, size in resized:
+        changed.setdefault(value, []).append((axis, size))
     outputs = set(model.graph.outputs)
     for value in _values(model.graph):
         if value in snapshot:
             shape = snapshot[value]
             if shape is not None and value in changed:
-                axis, size = changed[value]
                 dims = list(shape)
-                if -len(dims) <= axis < len(dims):
-                    dims[axis] = size
-                    shape = ir.Shape(dims)
+                for axis, size in changed[value]:
+                    if -len(dims) <= axis < len(dims):
+                        dims[axis] = size
+                    else:
+                        dims = None  # an annotation of another rank than the pass saw: drop it
+                        break
+                shape = None if dims is None else ir.Shape(dims)
             value.shape = shape
         elif value not in outputs and not value.is_initializer():
             value.shape = None  # inserted by the pass: onnxruntime infers it
@@ -356,6 +449,12 @@ def format_table(report: FixReport) -> str:
         f"{report.findings_before} -> {report.findings_after}")
     if report.findings_left_on_changed:
         lines.append("  left on padded layers: " + ", ".join(report.findings_left_on_changed))
+    if report.left:
+        lines.append(f"  {len(report.left)} finding(s) left that fail check's gate:")
+        for f in report.left:
+            lines.append(f"    {f['code']} {f['node']}: {f['why']}")
+    else:
+        lines.append("  check's gate on the result: passes")
     v = report.verification
     if v is not None:
         lines.append(f"  verification (onnxruntime CPU): {v.message}")

@@ -11,7 +11,8 @@ optimize`` writes as ``report.json``. Every key is optional; a missing section s
       "layers": [{"name": str, "op": str,
                   "estimated_before_s": float, "estimated_after_s": float | None,
                   "measured_before_s": float | None, "measured_after_s": float | None}],
-      "findings": [{"code", "name", "severity", "node", "message", "share", "hot"}],
+      "findings": [{"code", "name", "severity", "node", "message", "share", "saving", "hot",
+                    "gate", "fix_status", "fix_note"}],  (Finding.to_dict(): one meaning of hot)
       "changes": [{"node", "op", "before", "after", "note"}],
       "skipped": [{"node", "op", "dims", "reason"}],  (layers not padded, and why)
       "accuracy": {"passed": bool, "rtol", "atol", "max_abs_diff", "max_rel_diff", "message",
@@ -215,16 +216,29 @@ def _findings_table(findings: Sequence[Mapping]) -> str:
             f.get("node", ""),
             f.get("message", ""),
             _num(f.get("share"), "{:.1%}") if _is_number(f.get("share")) else "-",
+            _num(f.get("saving"), "{:.1%}") if _is_number(f.get("saving")) and f["saving"] > 0 else "-",
             "yes" if f.get("hot") else "no",
+            "FAIL" if f.get("gate") else "",
+            _fix_cell(f),
         ]
         for f in findings
     ]
     return _table(
-        ["code", "rule", "severity", "node", "message", "time share", "hot"],
+        ["code", "rule", "severity", "node", "message", "time share", "fixing saves", "hot",
+         "gate", "tclint fix"],
         rows,
         cls="findings",
-        numeric={5},
+        numeric={5, 6},
     )
+
+
+def _fix_cell(f: Mapping) -> str:
+    status = f.get("fix_status")
+    note = f.get("fix_note") or ""
+    if f.get("pays_from"):
+        note += f"; pays from batch {f['pays_from']}"
+    return {"fix": "pads it", "advice": "advice (not a padding fix)", "no-gain": f"left: {note}",
+            "unsafe": f"cannot: {note}"}.get(status, "")
 
 
 def _changes_table(changes: Sequence[Mapping]) -> str:
@@ -351,7 +365,8 @@ def _cards(results: Mapping) -> str:
     findings = results.get("findings")
     if findings is not None:
         hot = sum(1 for f in findings if f.get("hot"))
-        cards.append(("findings", str(len(findings)), f"{hot} hot"))
+        gate = sum(1 for f in findings if f.get("gate"))
+        cards.append(("findings", str(len(findings)), f"{hot} hot, {gate} failing the gate"))
     changes = results.get("changes")
     if changes is not None:
         cards.append(("layers changed", str(len(changes)), ""))

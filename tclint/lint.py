@@ -1,6 +1,20 @@
 """``check_model``: the library entry point of ``tclint check``.
 
-load (structure only) -> resolve shapes -> GEMM view -> cost model -> rules -> filter -> report.
+load (structure only) -> resolve shapes -> GEMM view -> cost model -> rules -> pad plan (the
+decision ``tclint fix`` makes, planned but not applied) -> filter -> report.
+
+The gate (:func:`gate_fails`, ``--fail-on``):
+
+- ``hot`` (default): hot findings that ``tclint fix`` with the same options fixes. A finding is
+  hot when fixing it saves at least ``--hot-threshold`` of the model's estimated time, net of
+  the nodes the fix inserts (the pad planner's figure), so check fails exactly on what fix
+  fixes, and check on fix's output passes.
+- ``advice``: every hot finding, also those fix does not fix: advice rules (TC205 layout, TC103
+  runtime M, TC105 head dim, TC110 tile quantization) and padding findings fix cannot pad
+  safely (a computed or shared weight, an op it does not rewrite; the reason says which).
+  ``tclint fix`` then exits 1 naming each one it leaves.
+- ``any``: any finding of severity error or warning, hot or not.
+- ``none``: never.
 """
 
 from __future__ import annotations
@@ -11,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dataclasses
+
 import onnx_ir as ir
 
 from tclint.config import CheckOptions
@@ -18,7 +34,8 @@ from tclint.cost import ModelCost, model_cost
 from tclint.errors import UsageError
 from tclint.io import write_text
 from tclint.load import ShapeResolution, load_model, resolve_shapes
-from tclint.rules import Context, Finding, run_rules, select_rules
+from tclint.passes.pad import MalformedModelError, PadPlan, plan_padding
+from tclint.rules import RULES, Context, Finding, pad_codes, run_rules, select_rules
 from tclint.specs import Target, make_target
 from tclint.view import ModelView, build_view
 
@@ -88,6 +105,9 @@ class Analysis:
     target: Target
     shapes: ShapeResolution
     findings: list[Finding]
+    #: what ``tclint fix`` would pad (None: no plan could be made, see ``plan_error``)
+    pad_plan: PadPlan | None = None
+    plan_error: str = ""
 
 
 def analyse(model: ir.Model, options: CheckOptions, *, model_name: str = "") -> Analysis:
@@ -106,9 +126,110 @@ def analyse(model: ir.Model, options: CheckOptions, *, model_name: str = "") -> 
                   extra={"vocab_multiple": options.vocab_multiple, "model": model,
                          "provider": options.provider})
     findings = run_rules(ctx, select_rules(options.select, options.ignore))
-    findings.sort(key=lambda f: (-f.share, f.code, f.path))
+    pad_plan, plan_error = None, ""
+    wanted = seed_keys(findings)
+    try:
+        pad_plan = plan_padding(model, cost.layers, target, memory_ops=view.memory_ops,
+                                total_s=cost.total_s, vocab_multiple=options.vocab_multiple,
+                                only=wanted)
+    except MalformedModelError as exc:
+        plan_error = str(exc)
+    findings = [decide(f, pad_plan, cost, options.hot_threshold, plan_error) for f in findings]
+    findings.sort(key=lambda f: (-f.saving, -f.share, f.code, f.path))
     return Analysis(model=model, view=view, cost=cost, target=target, shapes=shapes,
-                    findings=findings)
+                    findings=findings, pad_plan=pad_plan, plan_error=plan_error)
+
+
+def _kinds(f: Finding) -> list[str]:
+    """The dims a padding finding needs padded (rule metadata; TC203 names which per group)."""
+    rule = RULES.get(f.code)
+    if rule is None:
+        return []
+    wanted = set(f.suggested or {})
+    kinds = []
+    for kind in rule.padding:
+        if f.code == "TC203" and {"out": "K/g", "carried": "C/g"}[kind] not in wanted:
+            continue
+        kinds.append(kind)
+    return kinds
+
+
+def seed_keys(findings: list[Finding]) -> set[str]:
+    """The planner's seeds (``label#out``, ``label#in``) the padding findings ask for: the pad
+    plan pads what ``check`` reports, and only that (``--select``/``--ignore`` included)."""
+    return {f"{f.path}#{kind}" for f in findings for kind in _kinds(f) if kind != "carried"}
+
+
+@dataclass(frozen=True)
+class _Part:
+    """The planner's decision on one dim a finding needs."""
+
+    status: str
+    saving_s: float
+    reason: str
+    pays_from: int | None
+    seeds: tuple[str, ...]  # the seeds whose padding it is
+
+
+_STATUS_ORDER = ("unsafe", "no-gain")  # a finding takes the worst status of its parts
+
+
+def decide(f: Finding, plan: PadPlan | None, cost: ModelCost, hot_threshold: float,
+           plan_error: str = "") -> Finding:
+    """A padding finding with the pad planner's decision: its net saving, whether ``tclint
+    fix`` pads it, and why not (advice findings keep the rule's own estimate)."""
+    kinds = _kinds(f)
+    if not kinds:
+        return f
+
+    def share(seconds: float) -> float:
+        return seconds / cost.total_s if cost.total_s > 0 else 0.0
+
+    def hot(saving: float) -> bool:
+        return saving > 0 and saving >= hot_threshold
+
+    if plan is None:
+        return dataclasses.replace(f, fix_status="unsafe", hot=hot(f.saving),
+                                   fix_note=f"no pad plan: {plan_error}")
+    parts = [_carried_part(plan, f) if kind == "carried" else _seed_part(plan, f"{f.path}#{kind}")
+             for kind in kinds]
+    bad = [p for p in parts if p.status != "fix"]
+    if not bad:
+        seeds = {k for p in parts for k in p.seeds}  # a seed counted once
+        saving = share(sum(plan.decisions[k].saving_s for k in seeds))
+        return dataclasses.replace(f, saving=saving, hot=hot(saving), fix_status="fix",
+                                   fix_note="", pays_from=None)
+    worst = min(bad, key=lambda p: _STATUS_ORDER.index(p.status))
+    # unsafe: what aligning the layer would save, were it possible (the rule's own estimate)
+    saving = f.saving if worst.status == "unsafe" else share(worst.saving_s)
+    return dataclasses.replace(f, saving=saving, hot=hot(saving), fix_status=worst.status,
+                               fix_note=worst.reason, pays_from=worst.pays_from)
+
+
+def _seed_part(plan: PadPlan, key: str) -> _Part:
+    d = plan.decisions.get(key)
+    if d is None:
+        return _Part("unsafe", 0.0, "not a dim the pad pass plans", None, ())
+    return _Part(d.status, d.saving_s, d.reason, d.pays_from, (key,))
+
+
+def _carried_part(plan: PadPlan, f: Finding) -> _Part:
+    """An input dim (conv C, GEMM K): fixed when its producers' padding reaches it aligned."""
+    seeds = plan.carried.get(f.path)
+    if seeds:
+        return _Part("fix", sum(plan.decisions[k].saving_s for k in seeds), "", None, tuple(seeds))
+    why, keys = plan.unfixed.get(f.path, ("its producer is not padded", ()))
+    decisions = [plan.decisions[k] for k in keys if k in plan.decisions]
+    no_gain = [d for d in decisions if d.status == "no-gain"]
+    if no_gain:  # the padding that would set this dim does not pay
+        d = min(no_gain, key=lambda d: d.saving_s)
+        pays = [x.pays_from for x in no_gain]
+        return _Part("no-gain", sum(x.saving_s for x in no_gain), f"{why}: {d.layer}: {d.reason}",
+                     max(pays) if all(pays) else None, tuple(x.key for x in no_gain))
+    unsafe = [d for d in decisions if d.status == "unsafe"]
+    if unsafe:
+        return _Part("unsafe", 0.0, f"{why}: {unsafe[0].layer}: {unsafe[0].reason}", None, ())
+    return _Part("unsafe", 0.0, why, None, ())
 
 
 def check_model(
@@ -147,7 +268,8 @@ def build_report(analysis: Analysis, options: CheckOptions, *, model_path: str,
         for layer, c in cost.layers
     ]
     rows.sort(key=lambda r: -r.time_us)
-    alignment_codes = {"TC101", "TC102", "TC103", "TC104", "TC105", "TC201", "TC202", "TC203", "TC204"}
+    findings = [dataclasses.replace(f, gate=finding_fails(f, options.fail_on)) for f in findings]
+    alignment_codes = pad_codes() | {"TC103", "TC105"}
     unaligned_paths = {f.path for f in findings if f.code in alignment_codes}
     unaligned_share = sum(r.share for r in rows if r.path in unaligned_paths)
     layout = any(f.code == "TC205" for f in findings)
@@ -155,7 +277,11 @@ def build_report(analysis: Analysis, options: CheckOptions, *, model_path: str,
         "layers": len(rows),
         "nodes": analysis.view.node_count,
         "findings": len(findings),
-        "hot_findings": sum(1 for f in findings if f.hot and f.severity == "error"),
+        "hot_findings": sum(1 for f in findings if f.hot),
+        "gate_findings": sum(1 for f in findings if f.gate),
+        "fixable_findings": sum(1 for f in findings if f.fix_status == "fix"),
+        "fix_saving": round(analysis.pad_plan.saving_s / cost.total_s, 6)
+        if analysis.pad_plan is not None and cost.total_s > 0 else 0.0,
         "unaligned_time_share": round(unaligned_share, 6),
         "estimated_time_us": round(cost.total_s * 1e6, 3),
         "speedup_if_all_fixed": round(cost.speedup_if_fixed(alignment=True, layout=layout), 4),
@@ -179,12 +305,20 @@ def build_report(analysis: Analysis, options: CheckOptions, *, model_path: str,
     return report
 
 
-def gate_fails(findings: list[Finding], fail_on: str) -> bool:
+def finding_fails(f: Finding, fail_on: str) -> bool:
+    """Whether this finding fails the gate under ``--fail-on`` (see the module docstring)."""
     if fail_on == "none":
         return False
     if fail_on == "any":
-        return any(f.severity in ("error", "warning") for f in findings)
-    return any(f.hot and f.severity == "error" for f in findings)
+        return f.severity in ("error", "warning")
+    if fail_on == "advice":
+        return f.hot
+    # "hot": hot findings `tclint fix` fixes with the same options (the rest is advice)
+    return f.hot and f.fix_status == "fix"
+
+
+def gate_fails(findings: list[Finding], fail_on: str) -> bool:
+    return any(finding_fails(f, fail_on) for f in findings)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import onnxruntime as ort
+import onnx_ir as ir
 
 from tclint import __version__
 from tclint.bench import (
@@ -34,6 +34,7 @@ from tclint.bench import (
     load_npz_inputs,
     make_inputs,
     profile_layers,
+    resolve_provider,
 )
 from tclint.config import CheckOptions
 from tclint.convert import convert_model
@@ -44,6 +45,7 @@ from tclint.io import refuse_overwriting_model_output, save_model_atomic, temp_d
 from tclint.lint import check_model
 from tclint.load import load_model
 from tclint.runtime import session_options
+from tclint.verify import cpu_session
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ def optimize_model(
     bench: bool = True,
     measure_layers: bool | None = None,
     progress: Progress | None = None,
+    force: bool = False,
+    layout: str = "nchw",
 ) -> OptimizeReport:
     """Optimize ``path`` into ``out_dir`` (created if needed). The input is never modified.
 
@@ -98,7 +102,10 @@ def optimize_model(
     :class:`VerificationError` (exit 1) when the optimized model's outputs are out of tolerance.
     ``measure_layers``: also time each layer of plain FP16 and fixed+FP16 with onnxruntime's
     profiler, for the report's chart; default: only when benching on a GPU (CPU kernel times say
-    nothing about the GPU estimates they would sit next to).
+    nothing about the GPU estimates they would sit next to). ``force``, ``layout``: as for
+    ``tclint fix`` (the fix step is :func:`tclint.fix.fix_model`, the same decision ``check``'s
+    gate makes). ``results["gate"]`` holds what ``check`` says of the written model (same
+    options): the findings left that fail its gate, each with why.
     """
     options = options or CheckOptions()
     path = os.fspath(path)
@@ -145,7 +152,8 @@ def optimize_model(
 
         # 2. fix -----------------------------------------------------------------------------
         t = begin("fix")
-        fixed_path, changes, fix_info = _run_fix(path, tmp / "fixed.onnx", options, inputs_npz)
+        fixed_path, changes, fix_info = _run_fix(path, tmp / "fixed.onnx", options, inputs_npz,
+                                                 force=force, layout=layout)
         done("fix", t, f"{len(changes)} layers changed")
 
         # 3. convert -------------------------------------------------------------------------
@@ -195,6 +203,11 @@ def optimize_model(
 
         # 5. bench ---------------------------------------------------------------------------
         bench_dict, summary_bench, measured = None, {}, None
+        if bench and _has_nhwc_conv(str(opt_path)) and resolve_provider(provider)[0] == "cpu":
+            bench = False
+            steps.append(Step("bench", "skipped", 0.0, "--layout nhwc: NhwcConv runs on CUDA only"))
+            notes.append("bench skipped: the model runs com.microsoft.NhwcConv (--layout nhwc), "
+                         "which onnxruntime has a CUDA kernel for only; no CUDA session here")
         if bench:
             t = begin("bench")
             report = bench_models(
@@ -259,6 +272,12 @@ def optimize_model(
             steps,
             measured,
         )
+        # what `tclint check` (same options) says of the written model: the chain's promise
+        results["gate"] = {
+            "failed": after.gate_failed,
+            "left": [{"code": f.code, "node": f.path or "(model)", "fix_status": f.fix_status,
+                      "why": f.fix_note or f.fix} for f in after.findings if f.gate],
+        }
         final_model = out / "model.opt.onnx"
         save_model_atomic(load_model(opt_path), final_model)
         json_path, html_path = out / "report.json", out / "report.html"
@@ -278,9 +297,11 @@ def optimize_model(
     )
 
 
-def _run_fix(path, out_path, options, inputs_npz) -> tuple[str, list[dict], dict]:
+def _run_fix(path, out_path, options, inputs_npz, *, force=False,
+             layout="nchw") -> tuple[str, list[dict], dict]:
     """Run ``tclint.fix.fix_model`` (verified on onnxruntime CPU before it writes)."""
-    report = fix_model(path, out_path, options=options, inputs=inputs_npz)
+    report = fix_model(path, out_path, options=options, inputs=inputs_npz, force=force,
+                       layout=layout)
     changes = [dict(c.to_dict(), note=c.reason) for c in report.changes]
     return str(out_path), changes, report.to_dict()
 
@@ -290,8 +311,8 @@ def _verify(
 ) -> dict:
     """Outputs of the optimized model against the original's, on onnxruntime CPU."""
     so = session_options()
-    ref = ort.InferenceSession(original, so, providers=["CPUExecutionProvider"])
-    opt = ort.InferenceSession(optimized, so, providers=["CPUExecutionProvider"])
+    ref = cpu_session(original, so)
+    opt = cpu_session(_cpu_runnable(optimized), so)
     if inputs_npz is not None:
         feeds = load_npz_inputs(inputs_npz)
     else:
@@ -331,6 +352,25 @@ def _verify(
         "inputs": "npz" if inputs_npz is not None else "random",
         "outputs": per_output,
     }
+
+
+def _has_nhwc_conv(path: str) -> bool:
+    import onnx
+
+    m = onnx.load(path, load_external_data=False)
+    return any(n.op_type == "NhwcConv" and n.domain == "com.microsoft" for n in m.graph.node)
+
+
+def _cpu_runnable(path: str) -> str | bytes:
+    """The model, or (``--layout nhwc``: com.microsoft.NhwcConv has no CPU kernel) its
+    equivalent with each NhwcConv as Transpose-Conv-Transpose, as bytes."""
+    if not _has_nhwc_conv(path):
+        return path
+    from tclint.passes.layout import expand_nhwc_conv
+
+    model = expand_nhwc_conv(load_model(path))
+    ir.external_data.load_to_model(model)
+    return ir.to_proto(model).SerializeToString()
 
 
 def _np_type(ort_type: str):

@@ -5,8 +5,20 @@ fix title written as a command, and a page under ``rules/CODE.md`` (``tclint exp
 Checks are generators over the shared GEMM view and cost model; they never look at weights.
 
 Families: TC1xx GEMM dims, TC2xx convolutions and layout, TC3xx FP16 hazards, TC9xx coverage.
-Severities: ``error`` (an alignment problem the gate fails on when hot), ``warning``
-(a real cost the model cannot fix by padding alone), ``info`` (coverage and assumptions).
+Severities: ``error`` (an alignment problem ``tclint fix`` pads), ``warning`` (a real cost that
+needs another change: advice), ``info`` (coverage and assumptions).
+
+How a rule is fixed is metadata of the rule (:attr:`Rule.padding`, :attr:`Rule.fix`): the pad
+pass, the gate and the reports read it here, so there is one list of fixable codes
+(:data:`PAD_CODES`).
+
+Hot, and the gate: a finding's ``saving`` is the share of the model's estimated time that fixing
+it saves, net of any node the fix inserts. For the padding rules it comes from the pad planner
+(:func:`tclint.passes.pad.plan_padding`, the same call ``tclint fix`` makes); for advice it is the
+cost model's estimate of the advised change (and, for a padding finding fix cannot pad safely,
+what aligning the layer would save). A finding is **hot** when its saving is at least
+``--hot-threshold``; that one meaning is what every report shows. Which hot findings fail the
+gate is ``--fail-on`` (:func:`tclint.lint.gate_fails`): by default those ``tclint fix`` fixes.
 """
 
 from __future__ import annotations
@@ -15,11 +27,22 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from tclint.cost import LayerCost, ModelCost
+from tclint.cost import LayerCost, ModelCost, layer_multiple, padded_length
 from tclint.specs import Target
 from tclint.view import Layer, ModelView
 
 SEVERITIES = ("error", "warning", "info")
+
+#: What ``tclint fix`` does about a finding (``Finding.fix_status``):
+#: ``fix``: it pads it (the planner's net saving is positive); ``no-gain``: it could, but the
+#: padding does not pay at the bound shapes; ``unsafe``: it cannot pad it safely (the reason
+#: says why); ``advice``: the rule is not fixed by padding (another option or a model change).
+FIX_STATUSES = ("fix", "no-gain", "unsafe", "advice")
+
+#: Which dims the pad pass pads for a rule: ``out`` the layer's own output dim (conv K, GEMM N),
+#: ``in`` a first layer's image channels, ``carried`` an input dim (conv C, GEMM K) set by a
+#: padded producer.
+PADDING_KINDS = ("out", "in", "carried")
 
 
 @dataclass(frozen=True)
@@ -34,10 +57,19 @@ class Finding:
     multiple: int | None
     suggested: dict[str, int] | None
     share: float  # the layer's estimated share of model GPU time
-    hot: bool
+    hot: bool  # saving >= the hot threshold
     speedup: float | None  # the layer's estimated speedup if fixed
     fix: str
     model: str = ""
+    #: share of model time fixing it saves, net of inserted nodes (see the module docstring)
+    saving: float = 0.0
+    fix_status: str = "advice"  # one of FIX_STATUSES
+    #: why ``tclint fix`` leaves it ("" when it fixes it)
+    fix_note: str = ""
+    #: the batch size from which padding pays, when it does not at the bound shapes
+    pays_from: int | None = None
+    #: this finding fails the gate under the report's --fail-on
+    gate: bool = False
 
     def key(self) -> str:
         """Stable across runs (no indices): rule, model file name, node path, dims."""
@@ -48,7 +80,9 @@ class Finding:
             "code": self.code, "name": self.name, "severity": self.severity,
             "message": self.message, "model": self.model, "node": self.path, "op": self.op,
             "dims": self.dims, "multiple": self.multiple, "suggested": self.suggested,
-            "share": round(self.share, 6), "hot": self.hot,
+            "share": round(self.share, 6), "saving": round(self.saving, 6), "hot": self.hot,
+            "gate": self.gate, "fix_status": self.fix_status, "fix_note": self.fix_note,
+            "pays_from": self.pays_from,
             "speedup": None if self.speedup is None else round(self.speedup, 4), "fix": self.fix,
         }
 
@@ -74,16 +108,29 @@ class Rule:
     severity: str
     summary: str
     check: Callable[[Context], Iterator[Finding]] | None
+    #: the dims ``tclint fix`` pads for it (subset of PADDING_KINDS; empty: not a padding rule)
+    padding: tuple[str, ...] = ()
+    #: how it is fixed: "pad" (``tclint fix``), "layout" (``tclint fix --layout nhwc`` or the
+    #: runtime's prefer_nhwc), "" (a change to the model, its shapes or its inputs)
+    fix: str = ""
+
+    @property
+    def advice(self) -> bool:
+        """Not fixed by ``tclint fix`` with default options: reported and ranked, and failing the
+        gate only when ``--fail-on`` asks for advice."""
+        return not self.padding
 
 
 RULES: dict[str, Rule] = {}
 
 
-def rule(code: str, name: str, severity: str, summary: str):
+def rule(code: str, name: str, severity: str, summary: str, *, padding: tuple[str, ...] = (),
+         fix: str = ""):
     """Register a check. A duplicate code or name is an error at import time."""
 
     def decorate(fn):
-        _register(Rule(code, name, severity, summary, fn))
+        _register(Rule(code, name, severity, summary, fn, padding=padding,
+                       fix="pad" if padding else fix))
         return fn
 
     return decorate
@@ -96,7 +143,14 @@ def _register(r: Rule) -> None:
         raise ValueError(f"duplicate rule name {r.name}")
     if r.severity not in SEVERITIES:
         raise ValueError(f"{r.code}: unknown severity {r.severity}")
+    if not set(r.padding) <= set(PADDING_KINDS):
+        raise ValueError(f"{r.code}: unknown padding kinds {r.padding}")
     RULES[r.code] = r
+
+
+def pad_codes() -> frozenset[str]:
+    """The rules ``tclint fix`` pads (read from the registry)."""
+    return frozenset(code for code, r in RULES.items() if r.padding)
 
 
 def select_rules(select: list[str] | None = None, ignore: list[str] | None = None) -> list[Rule]:
@@ -126,18 +180,25 @@ def validate_prefixes(prefixes: list[str] | None) -> list[str]:
 def _finding(ctx: Context, code: str, layer: Layer | None, cost: LayerCost | None, *,
              message: str, dims: dict[str, int], multiple: int | None,
              suggested: dict[str, int] | None, fix: str, share: float | None = None,
-             speedup: float | None = None, path: str | None = None, op: str | None = None) -> Finding:
+             speedup: float | None = None, path: str | None = None, op: str | None = None,
+             saving_s: float | None = None) -> Finding:
+    """``saving_s``: seconds the advised change saves (default: the layer's alignment saving).
+    For padding rules this is replaced by the pad planner's net figure (tclint.lint)."""
     r = RULES[code]
     if share is None:
         share = ctx.share(cost) if cost is not None else 0.0
     if speedup is None and cost is not None:
         speedup = cost.speedup_if_fixed
+    if saving_s is None:
+        saving_s = cost.alignment_saving_s if cost is not None else 0.0
+    saving = saving_s / ctx.cost.total_s if ctx.cost.total_s > 0 else 0.0
     return Finding(
         code=code, name=r.name, severity=r.severity, message=message,
         path=path if path is not None else (layer.label if layer else ""),
         op=op if op is not None else (layer.op if layer else ""),
         dims=dims, multiple=multiple, suggested=suggested, share=share,
-        hot=share >= ctx.hot_threshold, speedup=speedup, fix=fix, model=ctx.model,
+        hot=saving >= ctx.hot_threshold and saving > 0, speedup=speedup, fix=fix, model=ctx.model,
+        saving=saving, fix_status="advice" if r.advice else "fix",
     )
 
 
@@ -162,13 +223,14 @@ def _convs(ctx: Context):
 
 
 def _pad(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+    return padded_length(value, multiple) or value
 
 
 # --------------------------------------------------------------------------------------------
 # TC1xx: GEMM dims
 # --------------------------------------------------------------------------------------------
-@rule("TC101", "unaligned-gemm-k", "error", "GEMM K (the reduction dim) is not a multiple of the required alignment")
+@rule("TC101", "unaligned-gemm-k", "error", "GEMM K (the reduction dim) is not a multiple of the required alignment",
+      padding=("carried",))
 def check_gemm_k(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _gemms(ctx):
         mult = ctx.target.multiple(layer.precision)
@@ -184,13 +246,14 @@ def check_gemm_k(ctx: Context) -> Iterator[Finding]:
             fix=f"Pad K {layer.k} -> {_pad(layer.k, mult)} (tclint fix pads the weight rows)")
 
 
-@rule("TC102", "unaligned-gemm-n", "error", "GEMM N (output features) is not a multiple of the required alignment")
+@rule("TC102", "unaligned-gemm-n", "error", "GEMM N (output features) is not a multiple of the required alignment",
+      padding=("out",))
 def check_gemm_n(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _gemms(ctx):
         mult = ctx.target.multiple(layer.precision)
         if layer.role in ("attention_pv", "attention_qk") or not _misaligned(layer.n, mult):
             continue
-        if _is_vocab_projection(ctx, layer):
+        if layer.is_vocab_projection:
             continue  # reported by TC104 with the vocab multiple
         yield _finding(
             ctx, "TC102", layer, cost,
@@ -221,19 +284,14 @@ def check_gemm_m(ctx: Context) -> Iterator[Finding]:
                 f"(pad_to_multiple_of={mult}) or the batch; the model cannot fix a runtime dim")
 
 
-#: Below this many outputs a projection is a small classifier head, not a vocab: TC102 covers it.
-VOCAB_MIN_N = 512
-
-
-def _is_vocab_projection(ctx: Context, layer: Layer) -> bool:
-    return layer.role == "lm_head" and layer.n is not None and layer.n >= VOCAB_MIN_N
-
-
-@rule("TC104", "unaligned-vocab-projection", "error", "Output/vocab projection N is not a multiple of 64")
+@rule("TC104", "unaligned-vocab-projection", "error", "Output/vocab projection N is not a multiple of 64",
+      padding=("out",))
 def check_vocab(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _gemms(ctx):
-        mult = max(ctx.extra.get("vocab_multiple", 64), ctx.target.multiple(layer.precision))
-        if not _is_vocab_projection(ctx, layer) or layer.n % mult == 0:
+        if not layer.is_vocab_projection:
+            continue  # below VOCAB_MIN_N outputs a projection is a small head: TC102 covers it
+        mult = layer_multiple(layer, ctx.target, vocab_multiple=ctx.extra.get("vocab_multiple", 64))
+        if layer.n % mult == 0:
             continue
         yield _finding(
             ctx, "TC104", layer, cost,
@@ -244,7 +302,7 @@ def check_vocab(ctx: Context) -> Iterator[Finding]:
                 f"(tclint fix; or resize_token_embeddings(pad_to_multiple_of={mult}))")
 
 
-@rule("TC105", "unaligned-head-dim", "error", "Attention head dim is not a multiple of the required alignment")
+@rule("TC105", "unaligned-head-dim", "warning", "Attention head dim is not a multiple of the required alignment")
 def check_head_dim(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _gemms(ctx):
         mult = ctx.target.multiple(layer.precision)
@@ -279,6 +337,7 @@ def check_quantization(ctx: Context) -> Iterator[Finding]:
                      f"({tm}x{tn} tiles over {ctx.target.gpu.sms} SMs)"),
             dims=dims, multiple=None, suggested=None,
             speedup=cost.time_s / max(cost.time_s - (cost.compute_s - useful), 1e-12),
+            saving_s=min(cost.compute_s - useful, cost.time_s),
             fix="Change M or N so the tile count fills whole waves (batch size, sequence "
                 "length or layer width), or fuse this layer with a neighbour")
 
@@ -286,7 +345,8 @@ def check_quantization(ctx: Context) -> Iterator[Finding]:
 # --------------------------------------------------------------------------------------------
 # TC2xx: convolutions and layout
 # --------------------------------------------------------------------------------------------
-@rule("TC201", "unaligned-conv-input-channels", "error", "Conv input channels C are not a multiple of the required alignment")
+@rule("TC201", "unaligned-conv-input-channels", "error", "Conv input channels C are not a multiple of the required alignment",
+      padding=("carried",))
 def check_conv_c(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _convs(ctx):
         ci = layer.conv
@@ -304,7 +364,8 @@ def check_conv_c(ctx: Context) -> Iterator[Finding]:
             fix=f"Pad input channels {ci.c} -> {_pad(ci.c, mult)} (zero weights; tclint fix)")
 
 
-@rule("TC202", "unaligned-conv-output-channels", "error", "Conv output channels K are not a multiple of the required alignment")
+@rule("TC202", "unaligned-conv-output-channels", "error", "Conv output channels K are not a multiple of the required alignment",
+      padding=("out",))
 def check_conv_k(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _convs(ctx):
         ci = layer.conv
@@ -321,7 +382,8 @@ def check_conv_k(ctx: Context) -> Iterator[Finding]:
                 "the next layer; tclint fix)")
 
 
-@rule("TC203", "unaligned-grouped-conv-channels", "error", "Grouped conv channels per group are not a multiple of the required alignment")
+@rule("TC203", "unaligned-grouped-conv-channels", "error", "Grouped conv channels per group are not a multiple of the required alignment",
+      padding=("out", "carried"))
 def check_grouped(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _convs(ctx):
         ci = layer.conv
@@ -341,7 +403,8 @@ def check_grouped(ctx: Context) -> Iterator[Finding]:
             fix=f"Pad channels per group to a multiple of {mult} (tclint fix pads per group)")
 
 
-@rule("TC204", "first-layer-three-channels", "error", "First-layer conv takes a 3-channel image: pad to 4 channels, not 8")
+@rule("TC204", "first-layer-three-channels", "error", "First-layer conv takes a 3-channel image: pad to 4 channels, not 8",
+      padding=("in",))
 def check_first_layer(ctx: Context) -> Iterator[Finding]:
     for layer, cost in _convs(ctx):
         ci = layer.conv
@@ -354,7 +417,8 @@ def check_first_layer(ctx: Context) -> Iterator[Finding]:
             fix=f"Pad the image input {ci.c} -> 4 channels (a zero channel; tclint fix)")
 
 
-@rule("TC205", "nchw-conv-layout", "warning", "Tensor Core convs run in NCHW: the GPU transposes around every conv")
+@rule("TC205", "nchw-conv-layout", "warning", "Tensor Core convs run in NCHW: the GPU transposes around every conv",
+      fix="layout")
 def check_layout(ctx: Context) -> Iterator[Finding]:
     convs = [(layer, cost) for layer, cost in _convs(ctx)
              if layer.conv.layout == "NCHW" and cost.layout_s > 0 and not layer.conv.depthwise]
@@ -369,6 +433,7 @@ def check_layout(ctx: Context) -> Iterator[Finding]:
                 f"estimated {share:.0%} of GPU time",
         dims={"convs": len(convs)}, multiple=None, suggested=None, share=share,
         speedup=ctx.cost.total_s / after if after > 0 else None, path="", op="Conv",
+        saving_s=layout_s,
         fix="Run channels-last: `tclint fix --layout nhwc`, or onnxruntime's CUDA provider "
             "option prefer_nhwc=1")
 
@@ -387,7 +452,7 @@ def _hazards(ctx: Context, code: str) -> Iterator[Finding]:
     for h in ctx.extra["hazards"]:
         if h.code == code:
             yield _finding(ctx, code, None, None, message=h.message, dims=dict(h.dims),
-                           multiple=None, suggested=None, share=0.0, path=h.node_name,
+                           multiple=None, suggested=None, share=0.0, path=h.node_name, saving_s=0.0,
                            op=h.op_type, fix=_HAZARD_FIX[code])
 
 

@@ -9,7 +9,9 @@ a temporary folder, a timeout per run) and gets one outcome:
 
 - ``ok``: check exits 0 or 1 with a JSON report that parses; fix exits 0 and writes a model whose
   outputs match the original's on onnxruntime CPU (re-checked here, independently of the fixer's
-  own verification); convert exits 0 and writes a model that onnxruntime CPU loads.
+  own verification), or exits 1 having written such a model and named, in its report, each
+  finding left that fails check's gate (like ``ruff check --fix``); convert exits 0 and writes a
+  model that onnxruntime CPU loads.
 - ``declined``: fix/convert exit 1 or 2 with one ``tclint: error: ...`` line and write nothing;
   check exits 2 that way only on a model that ``onnx.checker`` rejects.
 - ``failed``: anything else: an exception escaping ``main()`` (a traceback), a timeout, exit 2
@@ -380,6 +382,13 @@ def _judge_writer(command: str, name: str, run: _Run, model: Path, out: Path, wo
             return outcome("failed", "exit 0 but no output file and no message")
         ok, verified = (_verify_fixed(model, out) if command == "fix" else _verify_converted(out))
         return outcome("ok" if ok else "failed", verified if not ok else "exit 0", verified)
+    if run.exit_code == 1 and command == "fix" and out.exists():
+        left = _fix_left(run.stdout)
+        if not left:
+            return outcome("failed", f"exit 1, {out.name} written, and no finding left named")
+        ok, verified = _verify_fixed(model, out)
+        return outcome("ok" if ok else "failed",
+                       verified if not ok else f"exit 1: {len(left)} gate finding(s) left", verified)
     if run.exit_code in (1, 2):
         if out.exists():
             return outcome("failed", f"exit {run.exit_code} but {out.name} was written")
@@ -393,9 +402,11 @@ def _judge_writer(command: str, name: str, run: _Run, model: Path, out: Path, wo
 def _session(path_or_bytes):
     import onnxruntime as ort
 
+    from tclint.verify import cpu_session
+
     opts = ort.SessionOptions()
     opts.log_severity_level = 4
-    return ort.InferenceSession(path_or_bytes, opts, providers=["CPUExecutionProvider"])
+    return cpu_session(path_or_bytes, opts)
 
 
 def _verify_converted(out: Path) -> tuple[bool, str]:
@@ -503,6 +514,16 @@ def _sweep_one(job: tuple[str, str, tuple[str, ...], float, bool]) -> tuple[list
             noisy.append(command)
         outcomes.append(result)
     return outcomes, noisy
+
+
+def _fix_left(stdout: str) -> list:
+    """The findings fix's JSON report says it left (each with why)."""
+    try:
+        report = json.loads(stdout)
+    except ValueError:
+        return []
+    left = report.get("left") if isinstance(report, dict) else None
+    return [f for f in left or () if isinstance(f, dict) and f.get("why")]
 
 
 def _with_fix_report(result: Outcome, stdout: str) -> Outcome:

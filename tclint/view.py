@@ -94,6 +94,11 @@ class ConvInfo:
         return None if self.k is None else self.k // self.groups
 
 
+#: Below this many outputs a projection is a small classifier head, not a vocab (rule TC104 and
+#: the pad pass's vocab multiple both read it here).
+VOCAB_MIN_N = 512
+
+
 @dataclass(frozen=True)
 class Layer:
     """One GEMM (or a batch of identical GEMMs) in the model."""
@@ -123,6 +128,11 @@ class Layer:
     @property
     def label(self) -> str:
         return f"{self.path}[{self.part}]" if self.part else self.path
+
+    @property
+    def is_vocab_projection(self) -> bool:
+        """An output/vocab projection (an LM head): N is a vocab, padded to a larger multiple."""
+        return self.role == "lm_head" and self.n is not None and self.n >= VOCAB_MIN_N
 
     @property
     def flops(self) -> float | None:
@@ -442,7 +452,7 @@ class _Builder:
                 known = False
                 continue
             _check_countable(path, f"tensor {v.name!r} is", numel)
-            total += numel * _elem_bytes(dt, self.compute_precision)
+            total += numel * elem_bytes(dt, self.compute_precision)
         return MemoryOp(op=_op_name(node), path=path, bytes_moved=total if known else (total or None),
                         folded=folded, node=node)
 
@@ -658,7 +668,7 @@ def _op_name(node: ir.Node) -> str:
     return node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
 
 
-def _elem_bytes(dt: ir.DataType, compute_precision: str) -> float:
+def elem_bytes(dt: ir.DataType, compute_precision: str) -> float:
     if dt == ir.DataType.FLOAT:
         # a float32 model is checked as the precision it will be converted to
         return 4.0 if compute_precision == "tf32" else 2.0

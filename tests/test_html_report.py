@@ -216,7 +216,7 @@ def test_tables_and_escaping():
         findings[1][4] == "C=3 is not a multiple of 4 & <8>"
     )  # escaped in the source, intact in the DOM
     assert "&lt;8&gt;" in page and "<8>" not in page
-    assert findings[2][5] == "68.0%" and findings[2][6] == "yes"
+    assert findings[2][5] == "68.0%" and findings[2][7] == "yes"  # "fixing saves" sits between
     assert parsed.tables["changes"][1][:4] == ["conv1", "Conv", "C=3", "C=4"]
     assert parsed.tables["accuracy"][1] == ["logits", "0.0004", "0.0003"]
     bench = parsed.tables["bench"]

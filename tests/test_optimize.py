@@ -242,3 +242,42 @@ def test_fix_step_pads_and_the_report_shows_it(mlp, tmp_path):
     assert layers["fc1"]["estimated_after_s"] < layers["fc1"]["estimated_before_s"]
     html = (tmp_path / "out" / "report.html").read_text()
     assert "N=682" in html and f"N={changed['fc1']['after']['N']}" in html
+
+
+def test_optimized_model_passes_check_with_the_same_options(tmp_path, capsys):
+    """Issue 9 #6: optimize runs the chain, and `tclint check` on model.opt.onnx (same options)
+    passes the gate; a model whose gate fails before (LLaMA's FFN 2730) is fixed by it."""
+    from tclint import examples
+
+    src = tmp_path / "mlp.onnx"
+    onnx.save(examples.llama_mlp(hidden=256, ffn=2730, seq=64), src)
+    assert main(["check", str(src), "--format", "json", "-o", str(tmp_path / "before.json")]) == 1
+    out = tmp_path / "out"
+    assert main(["optimize", str(src), "-o", str(out), "--no-bench"]) == 0
+    text = capsys.readouterr().out
+    assert f"tclint check on {out / 'model.opt.onnx'}: the gate passes" in text
+    assert main(["check", str(out / "model.opt.onnx")]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["gate"] == {"failed": False, "left": []}
+    assert {c["node"] for c in data["changes"]} == {"gate_proj", "up_proj", "down_proj"}
+
+
+def test_optimize_takes_force_and_layout_like_fix(tmp_path, capsys):
+    from tclint import examples
+
+    src = tmp_path / "sq.onnx"
+    onnx.save(examples.squeezenet(image=64, classes=10), src)
+    out = tmp_path / "forced"
+    assert main(["optimize", str(src), "-o", str(out), "--no-bench", "--force"]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert {c["node"] for c in data["changes"]} >= {"conv", "classifier_conv"}  # padded, paying or not
+    out = tmp_path / "nhwc"
+    assert main(["optimize", str(src), "-o", str(out), "--layout", "nhwc"]) == 0
+    m = onnx.load(str(out / "model.opt.onnx"))
+    assert any(n.op_type == "NhwcConv" and n.domain == "com.microsoft" for n in m.graph.node)
+    data = json.loads((out / "report.json").read_text())
+    assert data["accuracy"]["passed"]  # verified on CPU through the expanded graph
+    capsys.readouterr()
+    assert main(["check", str(out / "model.opt.onnx"), "--format", "json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)["models"]
+    assert "TC205" not in {f["code"] for f in report["findings"]}  # channels-last: no transposes

@@ -338,7 +338,9 @@ def test_gemm_n_carried_into_next_gemm_k(transposed):
     assert_same_outputs(proto, model, feeds)
 
 
-def test_tied_lm_head_pads_the_shared_embedding_once_and_slices_logits():
+def test_tied_lm_head_pads_a_copy_and_the_gather_keeps_its_table():
+    """Issue 10 #2: padding the shared table in place would make id -1 read a zero row (Gather
+    accepts [-V, V-1]) and accept ids in [V, V_pad). The head reads a padded copy instead."""
     g = GraphBuilder("lm", seed=15)
     ids = g.input("ids", ["batch", "seq"], TensorProto.INT64)
     wte = g.weight("wte", (1000, 32), scale=0.02)
@@ -349,13 +351,18 @@ def test_tied_lm_head_pads_the_shared_embedding_once_and_slices_logits():
     proto = g.model()
     model, result = pad_model(proto)
     assert [c.dims_after for c in result.changes] == [{"K": 32, "N": 1024}]
-    table = model.graph.initializers["wte"].const_value
-    assert tuple(table.shape) == (1024, 32)
-    assert len([v for v in model.graph.initializers.values() if v.const_value.nbytes > 1024]) == 1
+    gather = next(n for n in model.graph if n.op_type == "Gather")
+    assert gather.inputs[0].name == "wte" and tuple(gather.inputs[0].const_value.shape) == (1000, 32)
+    transpose = next(n for n in model.graph if n.op_type == "Transpose")
+    assert tuple(transpose.inputs[0].const_value.shape) == (1024, 32)
+    assert list(transpose.outputs[0].shape) == [32, 1024]  # its annotation follows the weight
+    assert result.changes[0].extra_params == 1024 * 32  # the copy is counted
     out = model.graph.outputs[0]
     assert out.name == "logits" and out.producer().op_type == "Slice"
-    feeds = {"ids": np.array([[1, 5, 999], [0, 2, 3]], np.int64)}
+    feeds = {"ids": np.array([[1, 5, 999], [-1, -2, -1000]], np.int64)}
     assert_same_outputs(proto, model, feeds)
+    with pytest.raises(Exception, match="out of bounds|out of range|indices"):
+        run(model, {"ids": np.array([[1000]], np.int64)})  # still out of range, as before
 
 
 def test_gemm_with_trans_b_and_bias():

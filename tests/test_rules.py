@@ -139,3 +139,27 @@ def test_model_in_fp16_is_checked_in_fp16(tmp_path):
     assert a.target.dtype == "fp16" and a.view.layers[0].precision == "fp16"
     a8 = analyse_proto(examples.single_gemm(m=64, n=40, k=64), tmp_path, dtype="int8")
     assert a8.findings[0].multiple == 32  # 32 bytes on A100 = 32 int8 elements
+
+
+def test_rule_metadata_is_the_one_list_of_fixable_codes():
+    """How a rule is fixed lives in the registry: fix, the gate and the reports read it."""
+    from tclint.fix import ALIGNMENT_CODES
+    from tclint.rules import RULES, pad_codes
+
+    assert pad_codes() == ALIGNMENT_CODES == {
+        "TC101", "TC102", "TC104", "TC201", "TC202", "TC203", "TC204"}
+    for r in RULES.values():
+        assert (r.severity == "error") == bool(r.padding), r.code  # error = tclint fix pads it
+        assert r.advice == (not r.padding)
+    assert RULES["TC205"].fix == "layout" and RULES["TC105"].advice and RULES["TC103"].advice
+
+
+def test_rules_command_says_how_each_rule_is_fixed(capsys):
+    import json
+
+    from tclint.cli import main
+
+    assert main(["rules", "--format", "json"]) == 0
+    data = {r["code"]: r for r in json.loads(capsys.readouterr().out)}
+    assert data["TC204"]["padding"] == ["in"] and not data["TC204"]["advice"]
+    assert data["TC205"]["fix"] == "layout" and data["TC205"]["advice"]

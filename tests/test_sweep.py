@@ -121,7 +121,9 @@ def test_independent_check_of_fixed_outputs_on_a_sample(result, tmp_path):
         out = tmp_path / (name.replace("/", "_") + ".onnx")
         flags = sweep.SUITE_FLAGS.get(name.split("/")[0], {}).get("fix", ())
         run = sweep.run_main(["fix", str(src), "-o", str(out), *flags])
-        assert run.exit_code == 0, run.stderr
+        # exit 1 after writing: findings left that fail check's gate, each named with why
+        assert run.exit_code == 0 or (run.exit_code == 1 and "left that fail check's gate" in run.stdout), \
+            run.stderr
         assert onnx.load(str(out)).SerializeToString() != onnx.load(str(src)).SerializeToString()
         for seed in (1, 2):  # inputs other than the sweep's
             same, why = sweep.compare_outputs(src, out, seed=seed)

@@ -171,3 +171,129 @@ def test_default_tolerance_follows_the_output_type(tmp_path):
     w.const_value = ir.tensor(w.const_value.numpy() * np.float32(1 + 1e-4))
     res = verify(save(tmp_path, proto), model)  # float32 outputs: 1e-5 relative
     assert not res.ok and "tolerance by output type" in res.message
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 10 #1: element-wise comparison at each output's scale
+# --------------------------------------------------------------------------------------------
+def offset_net(big=1e4, c_out=30, hw=8):
+    """Conv(16->30) -> Sigmoid -> ReduceMean(axes=[1]) -> Add(an offset with one large element)."""
+    g = GraphBuilder("offset", seed=11)
+    x = g.input("x", [1, 16, hw, hw])
+    y = g.node("Sigmoid", [g.conv(x, 16, c_out, 3, name="conv")])
+    y = g.node("ReduceMean", [y], axes=[1], keepdims=1)
+    offset = np.zeros((1, 1, hw, hw), np.float32)
+    offset[0, 0, 0, 0] = big
+    g.output(g.node("Add", [y, g.weight("offset", offset.shape, value=offset)]), "y",
+             shape=[1, 1, hw, hw])
+    return g.model()
+
+
+@pytest.mark.parametrize("big", [1e4, 1e8])
+def test_one_large_element_does_not_hide_errors_elsewhere(tmp_path, big):
+    """63 of 64 outputs off by ~1% (the conv weights scaled), one element huge: max|ref| would
+    set a tolerance that accepts it; the per-element test with a typical-magnitude floor does not."""
+    proto = offset_net(big)
+    model = as_ir(proto)
+    w = model.graph.initializers["conv_w"]
+    w.const_value = ir.tensor(w.const_value.numpy() * np.float32(1.05))
+    res = verify(save(tmp_path, proto), model)
+    assert not res.ok and "'y' differs" in res.message
+    assert res.outputs[0].max_rel > 1e-3
+    assert res.outputs[0].max_abs < big * 1e-5  # the old atol + rtol * max|ref| would pass it
+
+
+def test_outliers_alone_do_not_fail_an_equal_model(tmp_path):
+    """The same model against itself with huge and tiny values mixed: still equal."""
+    proto = offset_net(1e8)
+    assert verify(save(tmp_path, proto), as_ir(proto)).ok
+
+
+def test_elementwise_floor_is_the_typical_magnitude():
+    from tclint.verify import compare_elementwise
+
+    ref = np.concatenate([np.full(99, 1.0), [1e6]]).astype(np.float32)
+    near = ref.copy()
+    near[:99] += 5e-6  # within rtol 1e-5 of |ref| + typical magnitude (1.0)
+    assert compare_elementwise(ref, near, 1e-5, 1e-6)[0]
+    far = ref.copy()
+    far[:99] *= 1.001  # 0.1% on every ordinary element: 1e-9 of the largest one
+    assert not compare_elementwise(ref, far, 1e-5, 1e-6)[0]
+    zero = np.zeros(10, np.float32)
+    assert compare_elementwise(zero, zero + 1e-7, 1e-5, 1e-6)[0]  # the absolute floor
+    assert not compare_elementwise(zero, zero + 1e-5, 1e-5, 1e-6)[0]
+    nan = np.array([np.nan, 1.0], np.float32)
+    assert compare_elementwise(nan, nan.copy(), 1e-5, 1e-6)[0]
+    assert not compare_elementwise(nan, np.array([0.0, 1.0], np.float32), 1e-5, 1e-6)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Issue 10 #2: integer inputs that index tables are drawn over their whole valid range
+# --------------------------------------------------------------------------------------------
+def embedding_net(vocab=50, d=8):
+    """ids -> Cast -> Unsqueeze -> Gather(table) (int32 ids, through value-preserving ops) plus a
+    0/1 mask that is not an index."""
+    g = GraphBuilder("emb", seed=12)
+    ids = g.input("ids", ["batch", "seq"], TensorProto.INT32)
+    mask = g.input("mask", ["batch", "seq"], TensorProto.INT64)
+    table = g.weight("table", (vocab, d))
+    x = g.node("Gather", [table, g.node("Cast", [ids], to=TensorProto.INT64)], axis=0)
+    m = g.node("Unsqueeze", [g.node("Cast", [mask], to=TensorProto.FLOAT), g.ints("ax", [-1])])
+    g.output(g.node("Mul", [x, m]), "y")
+    return g.model()
+
+
+def test_index_inputs_are_found_through_casts_and_get_their_table_size():
+    from tclint.verify import index_ranges
+
+    assert index_ranges(embedding_net(vocab=50).graph) == {"ids": 50}
+    from tclint import examples
+
+    gpt2 = examples.gpt2(layers=1, hidden=16, heads=2, vocab=300)
+    assert index_ranges(gpt2.graph) == {"input_ids": 300}
+
+
+def test_random_ids_cover_negatives_and_both_ends():
+    from tclint.verify import random_tensor
+
+    rng = np.random.default_rng(0)
+    ids = random_tensor(rng, (4, 256), np.int64, index_range=50)
+    assert ids.min() == -50 and ids.max() == 49 and (ids < 0).mean() > 0.3
+    one = [int(random_tensor(np.random.default_rng(s), (1, 1), np.int64, index_range=50, sample=s)[0, 0])
+           for s in range(4)]
+    assert sorted(one) == [-50, -1, 0, 49]  # each sample of a one-element input takes an end
+    mask = random_tensor(rng, (4, 256), np.int64)
+    assert set(np.unique(mask)) == {0, 1}
+
+
+def test_a_table_padded_in_place_fails_on_negative_ids(tmp_path):
+    """The old tied-embedding bug: rows appended to the table the Gather reads. Ids 0..V-1 read
+    the same rows, -1 does not (it reads the new last row): verification must see it."""
+    proto = embedding_net(vocab=50)
+    model = as_ir(proto)
+    t = model.graph.initializers["table"]
+    padded = np.concatenate([t.const_value.numpy(), np.zeros((14, 8), np.float32)])
+    t.const_value = ir.tensor(padded)
+    t.shape = ir.Shape([64, 8])
+    res = verify(save(tmp_path, proto), model, dims={"batch": 2, "seq": 16})
+    assert not res.ok and "'y' differs" in res.message
+
+
+def test_a_model_that_rejects_negative_ids_is_verified_on_non_negative_ones(tmp_path):
+    """ids also set a Tile's repeats (negative repeats are an error): verification falls back to
+    ids in [0, V-1] instead of failing on the original."""
+    g = GraphBuilder("nonneg", seed=13)
+    ids = g.input("ids", [1, 4], TensorProto.INT64)
+    x = g.node("Gather", [g.weight("table", (20, 4)), ids], axis=0)  # [1, 4, 4]
+    low = g.node("Reshape", [g.node("Add", [g.node("ReduceMin", [ids], keepdims=0), g.ints("one", 1)]),
+                             g.ints("shape1", [1])])
+    repeats = g.node("Concat", [g.ints("ones", [1, 1]), low], axis=0)
+    g.output(g.node("Tile", [x, repeats]), "y")
+    proto = g.model()
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    with pytest.raises(Exception):
+        sess.run(None, {"ids": np.array([[-3, 1, 2, 3]], np.int64)})
+    res = verify(save(tmp_path, proto), as_ir(proto))
+    assert res.ok, res.message

@@ -17,7 +17,7 @@ from tclint import __version__
 from tclint.errors import TclintError
 
 #: Subcommand modules, in the order ``tclint --help`` lists them.
-COMMANDS = ["check", "explain", "rules", "fix", "convert", "bench", "optimize"]
+COMMANDS = ["check", "explain", "rules", "fix", "convert", "quantize", "bench", "optimize"]
 
 
 class _Parser(argparse.ArgumentParser):

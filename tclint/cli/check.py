@@ -31,11 +31,16 @@ def register(sub) -> None:
                    help="rule codes or prefixes to enable (TC1, TC201, ALL); repeatable or comma-separated")
     g.add_argument("--ignore", action="append", default=None, metavar="PREFIX", help="rule codes or prefixes to disable")
     g.add_argument("--hot-threshold", type=float, default=None,
-                   help="share of model GPU time that makes a layer hot (default 0.01 = 1%%)")
+                   help="a finding is hot when fixing it saves at least this share of the "
+                        "model's estimated GPU time (default 0.01 = 1%%)")
     g.add_argument("--quantization-threshold", type=float, default=None,
                    help="TC110 fires above this fraction of wasted work (default 0.5)")
     g.add_argument("--fail-on", choices=FAIL_ON, default=None,
-                   help="hot (default): hot alignment findings fail; any: any error/warning; none")
+                   help="hot (default): hot findings `tclint fix` fixes fail (fixing them "
+                        "saves at least --hot-threshold of the time, net of inserted nodes); "
+                        "advice: every hot finding, also those fix does not fix (TC205, TC103, "
+                        "TC105, TC110, weights it cannot pad); any: any error/warning, hot or "
+                        "not; none: never")
     g.add_argument("--exit-zero", action="store_true", help="exit 0 even when the gate fails")
     g.add_argument("--baseline", metavar="FILE", help="fail only on findings not in this baseline")
     g.add_argument("--update-baseline", action="store_true", help="write today's findings to --baseline")

@@ -29,9 +29,12 @@ def register(sub) -> None:
         description="Rewrite a model so that the layers `tclint check` reports are aligned: "
                     "zero filters and weight rows carried through channel-wise ops, a Slice "
                     "only where a padded tensor meets anything else. The result is checked on "
-                    "onnxruntime (CPU) against the original before it is written. Exit 0: "
-                    "written (or dry run); 1: verification failed, nothing written; 2: usage "
-                    "or input error.")
+                    "onnxruntime (CPU) against the original before it is written. It pads "
+                    "what `tclint check` with the same options would fail the gate on (the "
+                    "same decision), and whatever else pays. Exit 0: written (or dry run) "
+                    "and check's gate passes on the result; 1: written, but findings that "
+                    "fail check's gate are left (each named, with why), or verification "
+                    "failed and nothing was written; 2: usage or input error.")
     p.add_argument("model", help="input .onnx model (never modified)")
     p.add_argument("-o", "--output", help="output .onnx path (written atomically)")
     add_target_flags(p)
@@ -44,15 +47,16 @@ def register(sub) -> None:
                    help="with --layout nhwc: make the image input NHWC itself (changes the "
                         "model's input signature)")
     g.add_argument("--force", action="store_true",
-                   help="pad every reported layer, even where the cost model says it does not pay")
+                   help="pad every reported layer, even where the cost model says it does not "
+                        "pay, and write the result even if it is estimated slower")
     g.add_argument("--vocab-multiple", type=int, default=None, metavar="N",
                    help="pad vocab projections to a multiple of N (default 64)")
     g.add_argument("--inputs", metavar="NPZ",
                    help="also verify on these inputs (.npz, one array per graph input; an extra "
                         "leading axis holds several samples)")
     g.add_argument("--rtol", type=float, default=None,
-                   help="relative tolerance, of each output's largest value (default by type: "
-                        "1e-5 float32, 2e-3 float16)")
+                   help="relative tolerance per element, with a floor of rtol x the output's "
+                        "typical magnitude (default by type: 1e-5 float32, 2e-3 float16)")
     g.add_argument("--atol", type=float, default=None,
                    help="absolute tolerance (default by type: 1e-6 float32, 1e-4 float16)")
     g.add_argument("--external-data", action="store_true", default=None,
@@ -105,7 +109,9 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(text)
     if args.report:
         _write_text(args.report, format_json(report))
-    return 0
+    # like `ruff check --fix`: what could be fixed is written; findings left that fail the gate
+    # (named in the report, with why) make the exit code 1
+    return 1 if report.left else 0
 
 
 def _fix_then_convert(fix_model, options, args):

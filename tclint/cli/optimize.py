@@ -20,7 +20,10 @@ def register(subparsers) -> None:
         help="check, fix, convert to FP16, verify and bench in one command",
         description="Lint, pad (fix), convert to FP16 and verify a model, then bench the original "
         "FP32, a plain FP16 conversion and the fixed FP16 model side by side on the best provider. "
-        "Writes OUT/model.opt.onnx, OUT/report.json and OUT/report.html.",
+        "Writes OUT/model.opt.onnx, OUT/report.json and OUT/report.html. Exit 0: written, and "
+        "`tclint check` (same options) passes on model.opt.onnx; 1: written, but findings that "
+        "fail check's gate are left (named), or verification failed and nothing was written; "
+        "2: usage or input error.",
     )
     parser.add_argument("model", help="input .onnx model (never modified)")
     parser.add_argument(
@@ -40,6 +43,18 @@ def register(subparsers) -> None:
     )
     parser.add_argument(
         "--no-bench", dest="bench", action="store_false", help="skip the timing step"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="as for tclint fix: pad every reported layer, even where it does not pay",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=["nchw", "nhwc"],
+        default="nchw",
+        help="as for tclint fix: nhwc runs conv chains channels-last (com.microsoft.NhwcConv, "
+        "CUDA only: without a GPU the bench step is skipped)",
     )
     parser.add_argument(
         "--config", default=None, metavar="PYPROJECT", help="read [tool.tclint] from this file"
@@ -82,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         atol=args.atol,
         bench=args.bench,
         progress=_progress if sys.stderr.isatty() else None,
+        force=args.force,
+        layout=args.layout,
     )
     summary = report.results["summary"]
     lines = [f"wrote {report.optimized_model}, {report.report_json}, {report.report_html}"]
@@ -103,5 +120,12 @@ def run(args: argparse.Namespace) -> int:
         f"accuracy vs original: max abs diff {acc['max_abs_diff']:.3g} (within rtol {acc['rtol']:g}, "
         f"atol {acc['atol']:g})"
     )
+    gate = report.results.get("gate") or {}
+    if gate.get("failed"):
+        lines.append(f"tclint check on {report.optimized_model}: {len(gate['left'])} finding(s) "
+                     "left that fail the gate:")
+        lines += [f"  {f['code']} {f['node']}: {f['why']}" for f in gate["left"]]
+    else:
+        lines.append(f"tclint check on {report.optimized_model}: the gate passes")
     sys.stdout.write("\n".join(lines) + "\n")
-    return 0
+    return 1 if gate.get("failed") else 0

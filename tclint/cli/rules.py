@@ -17,12 +17,23 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _fixed_by(r) -> str:
+    """How the rule is fixed (the registry's metadata, the same the gate reads)."""
+    if r.padding:
+        return "tclint fix"
+    if r.fix == "layout":
+        return "advice: tclint fix --layout nhwc"
+    return "advice"
+
+
 def run(args: argparse.Namespace) -> int:
     if args.format == "json":
-        data = [{"code": r.code, "name": r.name, "severity": r.severity, "summary": r.summary}
+        data = [{"code": r.code, "name": r.name, "severity": r.severity, "summary": r.summary,
+                 "fix": r.fix, "padding": list(r.padding), "advice": r.advice}
                 for r in RULES.values()]
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
-        rows = [[r.code, r.name, r.severity, r.summary] for r in RULES.values()]
-        sys.stdout.write(tabulate(rows, headers=["code", "name", "severity", "summary"]) + "\n")
+        rows = [[r.code, r.name, r.severity, _fixed_by(r), r.summary] for r in RULES.values()]
+        sys.stdout.write(tabulate(rows, headers=["code", "name", "severity", "fixed by", "summary"])
+                         + "\n")
     return 0

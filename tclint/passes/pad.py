@@ -3,9 +3,14 @@
 The pass reads like Inductor's ``pad_mm``, at model level:
 
 alignment (:func:`alignment`) -> padded length (:func:`padded_length`) -> CAN pad (:func:`can_pad`,
-safety: the weight is a stored initializer the pass may rewrite) -> SHOULD pad (:meth:`_should_pad`,
-profit from :mod:`tclint.cost`: the layer's alignment saving must beat the inserted Slice/Pad
-nodes) -> rewrite (zero filters, carried channel maps, zero weight rows, Slices where needed).
+safety: the weight is a stored initializer the pass may rewrite) -> SHOULD pad
+(:func:`plan_padding`, profit from :mod:`tclint.cost` on the whole plan: what each padded dim
+gains in its layer and its consumers, net of the wider tensors it carries and of every inserted
+Slice/Pad) -> rewrite (zero filters, carried channel maps, zero weight rows, Slices where needed).
+
+``plan_padding`` is also what ``tclint check`` runs (in :func:`tclint.lint.analyse`, no rewrite,
+no weight read): a finding fails the gate only when the padding this planner would do saves at
+least ``--hot-threshold`` of the model's time, so check and fix make one decision.
 
 Rewrite cases, in plain words:
 
@@ -33,8 +38,9 @@ Rewrite cases, in plain words:
    (the model's inputs are unchanged) and the first conv a zero input channel.
 7. MatMul/Gemm with a stored weight and N not aligned: zero weight columns (and bias); an LM head
    / vocab projection pads N to ``vocab_multiple`` (64) and its logits are sliced back before
-   anything reads them. A weight shared with an embedding Gather (tied LM head) is padded once
-   for both (the Gather only reads real rows).
+   anything reads them. A weight shared with an embedding Gather (tied LM head) is padded as a
+   copy for the head: the Gather keeps the original table, so negative and out-of-range token
+   ids keep their meaning (Gather accepts [-V, V-1]).
 
 Weights stay lazy: only the padded ones become :class:`onnx_ir.LazyTensor` (computed when saved).
 """
@@ -48,14 +54,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_ir as ir
 
-from tclint.cost import LayerCost
+from tclint.cost import LayerCost, layer_cost, layer_multiple, padded_length
 from tclint.passes import unique_name
-from tclint.view import Layer, node_label
+from tclint.view import VOCAB_MIN_N, Layer, MemoryOp, elem_bytes, node_label
+
 
 logger = logging.getLogger(__name__)
 
-#: N at or above this on an output projection is a vocab (same threshold as rule TC104).
-VOCAB_MIN_N = 512
+__all__ = ["VOCAB_MIN_N", "PadChannelsPass", "PadPlan", "SeedDecision", "can_pad",
+           "padded_length", "plan_padding", "topological_order"]
 
 #: Ops that map finite values to finite values channel by channel, with no channel parameters.
 _UNARY = frozenset({
@@ -125,25 +132,15 @@ class PadResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Alignment and padded lengths (pure helpers)
+# Alignment and padded lengths (pure helpers, shared with the rules and the cost model)
 # --------------------------------------------------------------------------------------------
 def alignment(layer: Layer, target, *, vocab_multiple: int = 64) -> int:
     """The multiple a layer's weight dims should have (the same tiers the rules check)."""
-    mult = target.multiple(layer.precision)
-    if layer.conv is None and is_vocab_projection(layer):
-        return max(vocab_multiple, mult)
-    return mult
+    return layer_multiple(layer, target, vocab_multiple=vocab_multiple)
 
 
 def is_vocab_projection(layer: Layer) -> bool:
-    return layer.role == "lm_head" and layer.n is not None and layer.n >= VOCAB_MIN_N
-
-
-def padded_length(dim: int | None, align: int) -> int:
-    """The padded size of ``dim``, or 0 when it needs none (unknown, aligned, or 1)."""
-    if dim is None or dim <= 1 or align <= 1 or dim % align == 0:
-        return 0
-    return -(-dim // align) * align
+    return layer.is_vocab_projection
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,7 +184,7 @@ class WeightRef:
     init: ir.Value  # the initializer holding the values
     transposed: bool  # the node reads Transpose(init) (perm [1, 0])
     transpose_node: ir.Node | None = None
-    tied_gather: bool = False  # other uses are Gather(axis=0) reading rows: pad in place
+    tied_gather: bool = False  # other uses are Gather(axis=0) reading rows (they keep the table)
 
 
 def resolve_weight(value: ir.Value | None, graph: ir.Graph) -> tuple[WeightRef | None, str]:
@@ -282,22 +279,59 @@ def _dim(value: ir.Value | None, axis: int):
     return int(d) if isinstance(d, int) else None
 
 
-def _const_array(value: ir.Value | None) -> np.ndarray | None:
+def _const_tensor(value: ir.Value | None):
+    """The stored tensor behind a constant value (initializer or Constant node), no I/O."""
     if value is None:
         return None
     try:
-        tensor = ir.convenience.get_const_tensor(value)
-        return None if tensor is None else np.asarray(tensor.numpy())
+        return ir.convenience.get_const_tensor(value)
+    except (ValueError, TypeError):
+        return None
+
+
+#: The planner reads the values of small constants only (axes, pads, sizes, scales): never
+#: external data, never a weight. ``check`` plans too and must stay structure-only.
+_SMALL_CONST = 4096
+
+
+def _const_array(value: ir.Value | None) -> np.ndarray | None:
+    """A small in-memory constant's values, for planning (None: not one)."""
+    tensor = _const_tensor(value)
+    if tensor is None or isinstance(tensor, ir.ExternalTensor):
+        return None
+    try:
+        if tensor.size > _SMALL_CONST:
+            return None
+        return np.asarray(tensor.numpy())
     except (ValueError, TypeError):  # stored bytes that do not match the declared type/shape
         return None
 
 
+def _read_const(value: ir.Value | None) -> np.ndarray | None:
+    """A constant's values, for rewriting (reads external data: only ``fix`` calls it)."""
+    tensor = _const_tensor(value)
+    if tensor is None:
+        return None
+    try:
+        return np.asarray(tensor.numpy())
+    except (ValueError, TypeError):
+        return None
+
+
 def _const_shape(value: ir.Value | None) -> tuple[int, ...] | None:
-    """The shape of a constant's actual values (None: not a readable constant)."""
+    """The shape of a constant's values (None: not a readable constant). In-memory tensors are
+    read (their stored length must match the declared dims); external ones are not opened."""
     if not _is_const(value):
         return None
-    array = _const_array(value)
-    return None if array is None else array.shape
+    tensor = _const_tensor(value)
+    if tensor is None:
+        return None
+    if isinstance(tensor, ir.ExternalTensor):
+        return tuple(int(d) for d in tensor.shape)
+    try:
+        return np.asarray(tensor.numpy()).shape
+    except (ValueError, TypeError):
+        return None
 
 
 def _is_const(value: ir.Value | None) -> bool:
@@ -360,27 +394,606 @@ class _Plan:
         return out
 
 
+# --------------------------------------------------------------------------------------------
+# The decision: CAN pad, then SHOULD pad, judged on the whole plan
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeedDecision:
+    """What the planner decided for one dim it could pad (a layer's K/N, or a first layer's C)."""
+
+    key: str  # "<layer label>#out" or "<layer label>#in"
+    layer: str  # layer label
+    op: str
+    kind: str  # "out" (conv K, GEMM N) or "in" (a first layer's image channels)
+    size: int
+    padded: int
+    status: str  # "fix", "no-gain" or "unsafe" (see tclint.rules.FIX_STATUSES)
+    #: estimated net saving of padding it (gains minus inserted nodes and extra work), seconds;
+    #: 0 for "unsafe" (no plan could be made)
+    saving_s: float
+    gain_s: float  # the alignment gains alone
+    reason: str  # "" when padded
+    #: the batch size from which the padding pays ("no-gain" only; None: not within 1024x)
+    pays_from: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "layer": self.layer, "op": self.op, "kind": self.kind,
+                "size": self.size, "padded": self.padded, "status": self.status,
+                "saving_us": round(self.saving_s * 1e6, 3), "reason": self.reason,
+                "pays_from": self.pays_from}
+
+
+@dataclass
+class PadPlan:
+    """What the pad pass would do to a model and why: the one decision ``check``'s gate and
+    ``tclint fix`` share (:func:`plan_padding`). Planning reads structure and shapes only."""
+
+    plan: _Plan  # channel maps, edits and restores of the seeds kept
+    seeds: dict[str, _Seed]  # the seeds kept (padded by the rewrite)
+    decisions: dict[str, SeedDecision]  # every candidate seed, kept or not
+    #: layer label -> the kept seeds whose padding reaches its input dim (conv C, GEMM K)
+    carried: dict[str, frozenset[str]]
+    #: layer label -> (why its input dim stays misaligned, the seeds whose padding would set it)
+    unfixed: dict[str, tuple[str, tuple[str, ...]]]
+    skipped: tuple[SkippedLayer, ...]
+    total_s: float  # the model's estimated time before
+    saving_s: float  # the kept plan's estimated net saving
+    batch: int  # the batch the estimate is for (pays_from is in these units)
+
+    @property
+    def padded(self) -> bool:
+        return bool(self.plan.edits or self.plan.restores)
+
+
+def topological_order(graph: ir.Graph) -> list[ir.Node]:
+    """The graph's nodes in a topological order (stable: the listed order where it is one).
+    Values read inside a node's subgraphs count as its inputs. Raises :class:`MalformedModelError`
+    on a cycle."""
+    nodes = list(graph)
+    index = {n: i for i, n in enumerate(nodes)}
+    preds: dict[ir.Node, set] = {n: set() for n in nodes}
+    for n in nodes:
+        for v in _node_reads(n):
+            p = v.producer() if v is not None else None
+            if p is not None and p in index and p is not n:
+                preds[n].add(p)
+    users: dict[ir.Node, list] = {n: [] for n in nodes}
+    for n, ps in preds.items():
+        for p in ps:
+            users[p].append(n)
+    import heapq
+
+    waiting = {n: len(ps) for n, ps in preds.items()}
+    ready = [index[n] for n in nodes if waiting[n] == 0]
+    heapq.heapify(ready)
+    order: list[ir.Node] = []
+    while ready:
+        n = nodes[heapq.heappop(ready)]
+        order.append(n)
+        for u in users[n]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, index[u])
+    if len(order) != len(nodes):
+        stuck = next(n for n in nodes if waiting[n] > 0)
+        raise MalformedModelError(f"the graph has a cycle (through node {node_label(stuck)!r})")
+    return order
+
+
+def _node_reads(node: ir.Node):
+    yield from node.inputs
+    for attr in node.attributes.values():
+        graphs = []
+        if attr.type == ir.AttributeType.GRAPH:
+            graphs = [attr.value]
+        elif attr.type == ir.AttributeType.GRAPHS:
+            graphs = list(attr.value)
+        for g in graphs:
+            for inner in g.all_nodes():
+                yield from inner.inputs
+
+
+def plan_padding(
+    model: ir.Model,
+    layers: Iterable[tuple[Layer, LayerCost | None]],
+    target,
+    *,
+    memory_ops: Iterable[MemoryOp] = (),
+    total_s: float | None = None,
+    vocab_multiple: int = 64,
+    only: set[str] | None = None,
+    force: bool = False,
+) -> PadPlan:
+    """CAN pad (:func:`can_pad`), then SHOULD pad, for every misaligned layer dim; nothing is
+    rewritten and no weight is read.
+
+    SHOULD pad judges the plan as a whole: the channel maps are propagated through the graph
+    (:class:`_Planner`), and each padded dim is credited with what its padding changes in the
+    cost model (:class:`_PlanCost`): the layer itself, the consumers whose input dim its padding
+    fixes (or makes bigger), the channel-wise ops that carry the wider tensor, and every
+    Slice/Gather/Pad the plan inserts. Dims whose net saving is not above :data:`MIN_NET_SAVING`
+    of the model's time are dropped (with the reason, and the batch from which they would pay)
+    and the rest is planned again, until every dim kept pays. ``force`` keeps every dim that can
+    be padded. :func:`tclint.lint.analyse` calls this for ``check``'s gate and ``tclint fix``
+    rewrites the plan it returns: one decision.
+
+    ``layers``: the GEMM view's layers with their costs; ``memory_ops``: the view's other nodes
+    (for the carried padding's extra bytes); ``only``: layer labels, or seed keys
+    (``label#out``, ``label#in``), to consider (None: every misaligned layer).
+    """
+    with _weights_not_inputs(model):
+        return _plan_padding(model, list(layers), target, memory_ops=memory_ops, total_s=total_s,
+                             vocab_multiple=vocab_multiple, only=only, force=force)
+
+
+class _weights_not_inputs:
+    """IR version < 4 requires every initializer to be listed as a graph input too; those are
+    weights, not inputs callers feed: hide them while planning or rewriting, list them again
+    after (in their original order, followed by new initializers)."""
+
+    def __init__(self, model: ir.Model) -> None:
+        self.model = model
+        self.old_ir = model.ir_version is not None and model.ir_version < 4
+        self.listed: list[ir.Value] = []
+
+    def __enter__(self):
+        if self.old_ir:
+            self.listed = [v for v in self.model.graph.inputs if v.is_initializer()]
+            for v in self.listed:
+                self.model.graph.inputs.remove(v)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.old_ir:
+            graph = self.model.graph
+            present = set(graph.initializers.values())
+            for v in [*self.listed, *graph.initializers.values()]:
+                if v in present and v not in graph.inputs:
+                    graph.inputs.append(v)
+
+
+def _plan_padding(model: ir.Model, layers: list, target, *, memory_ops, total_s, vocab_multiple,
+                  only, force) -> PadPlan:
+    graph = model.graph
+    estimator = _PlanCost(layers, memory_ops, target)
+    if total_s is None:
+        total_s = sum(c.time_s for _, c in layers if c is not None)
+    batch = _batch_of(graph)
+    order: list[ir.Node] | None = None
+    opset = model.opset_imports.get("", model.opset_imports.get("ai.onnx", 1))
+    all_seeds: dict[str, _Seed] = {}
+    seeds: dict[str, _Seed] = {}
+    decisions: dict[str, SeedDecision] = {}
+    for layer, cost in layers:
+        for seed in _seeds_of(layer, cost, target, vocab_multiple):
+            if only is not None and layer.label not in only and seed.key not in only:
+                continue
+            all_seeds[seed.key] = seed
+            why = can_pad(layer, seed.kind, graph)
+            if not why and seed.padded > _MAX_CHANNELS:
+                why = f"{seed.size} channels: too many to plan"
+            if why:
+                decisions[seed.key] = _decision(seed, "unsafe", why)
+            else:
+                seeds[seed.key] = seed
+    while True:
+        if not seeds:
+            plan, credit = _Plan(), _Credit()
+            break
+        if order is None:
+            order = topological_order(graph)
+        plan = _Planner(graph, seeds, opset, order).run()
+        if plan.skipped:  # the planner met something it cannot pad: drop, plan again
+            for key, why in plan.skipped.items():
+                decisions[key] = _decision(all_seeds[key], "unsafe", why)
+                seeds.pop(key, None)
+            continue
+        credit = estimator.credit(plan, seeds)
+        if force:
+            break
+        floor = MIN_NET_SAVING * total_s
+        losing = [k for k in seeds if credit.net(k) <= floor]
+        if not losing:
+            break
+        pays = _pays_from(estimator, plan, seeds, losing, batch, floor)
+        for key in losing:
+            seed = seeds.pop(key)
+            assumed = seed.cost is not None and seed.cost.assumed
+            reason = _no_gain_reason(credit, key, batch, assumed, total_s)
+            decisions[key] = _decision(seed, "no-gain", reason,
+                                       saving_s=credit.net(key), gain_s=credit.gain[key],
+                                       pays_from=pays.get(key))
+    for key, seed in seeds.items():
+        decisions[key] = _decision(seed, "fix", "", saving_s=credit.net(key), gain_s=credit.gain[key])
+    carried = {}
+    for node, edit in plan.edits.items():
+        if edit.in_map is not None and edit.input_pad is None:
+            entry = estimator.by_node.get(node)
+            if entry is not None and _carried_aligns(entry[0], edit, target):
+                carried[entry[0].label] = frozenset(edit.in_map.seeds)
+    unfixed = _unfixed_inputs(layers, plan, seeds, target)
+    rows: dict[tuple[str, str], SkippedLayer] = {}
+    for key, d in decisions.items():
+        if d.status != "fix":
+            layer = all_seeds[key].layer
+            rows.setdefault((layer.label, d.reason), SkippedLayer(
+                node=layer.label, op=layer.op, dims=_layer_dims(layer), reason=d.reason))
+    by_label = {layer.label: layer for layer, _ in layers}
+    for label, (why, _producer) in unfixed.items():
+        layer = by_label[label]
+        rows.setdefault((label, why), SkippedLayer(node=label, op=layer.op,
+                                                   dims=_layer_dims(layer), reason=why))
+    return PadPlan(plan=plan, seeds=seeds, decisions=decisions, carried=carried, unfixed=unfixed,
+                   skipped=tuple(rows.values()), total_s=total_s,
+                   saving_s=sum(credit.net(k) for k in seeds), batch=batch)
+
+
+def _decision(seed: _Seed, status: str, reason: str, *, saving_s: float = 0.0,
+              gain_s: float = 0.0, pays_from: int | None = None) -> SeedDecision:
+    return SeedDecision(key=seed.key, layer=seed.layer.label, op=seed.layer.op, kind=seed.kind,
+                        size=seed.size, padded=seed.padded, status=status, saving_s=saving_s,
+                        gain_s=gain_s, reason=reason, pays_from=pays_from)
+
+
+def _no_gain_reason(credit: _Credit, key: str, batch: int, assumed: bool, total_s: float) -> str:
+    gain, loss = credit.gain[key], credit.loss[key]
+    at = f" at batch {batch}" + (" (unbound dims taken as 1: bind them with --dim)" if assumed else "")
+    if gain <= 0:
+        return (f"does not pay{at}: the cost model estimates no gain from aligning it "
+                f"(its cost is {credit.bound.get(key, 'not compute')}-bound)")
+    if gain > loss:
+        share = (gain - loss) / total_s if total_s > 0 else 0.0
+        return (f"does not pay{at}: saves {(gain - loss) * 1e6:.2f} us net ({share:.2%} of the "
+                f"model's time), below the {MIN_NET_SAVING:.1%} a rewrite is worth")
+    return (f"does not pay{at}: saves {gain * 1e6:.2f} us, the inserted Slice/Pad nodes and "
+            f"wider tensors cost {loss * 1e6:.2f} us")
+
+
+#: SHOULD pad keeps a dim only when its net saving is above this share of the model's estimated
+#: time: below it the gain is within the cost model's error (its factors are estimates,
+#: tclint.specs), and a rewrite that changes nothing measurable is not worth making.
+#: (Inductor's pad_mm asks for a 10% gain on the GEMM itself, measured; this is the model-level,
+#: estimated counterpart.)
+MIN_NET_SAVING = 1e-3
+
+
+#: Channel maps hold one position per channel: a dim above this is not planned (no real layer
+#: has it; a corrupt model may claim 2^40).
+_MAX_CHANNELS = 1 << 24
+
+#: "pays from batch N" costs every layer again per scale: not searched on huge graphs.
+_PAYS_FROM_MAX_LAYERS = 5000
+
+#: "pays from batch N" is searched over these multiples of the bound batch.
+_PAYS_FROM_SCALES = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+def _pays_from(estimator: _PlanCost, plan: _Plan, seeds, keys: list[str], batch: int,
+               floor_s: float) -> dict[str, int]:
+    """The smallest batch (a power-of-two multiple of the bound one) at which each seed pays:
+    its net saving clears the floor, scaled with the batch like the model's time."""
+    found: dict[str, int] = {}
+    todo = set(keys)
+    if len(estimator.by_node) > _PAYS_FROM_MAX_LAYERS:
+        return found
+    for scale in _PAYS_FROM_SCALES:
+        if not todo:
+            break
+        credit = estimator.credit(plan, seeds, scale=scale)
+        floor_at_scale = MIN_NET_SAVING * estimator.total(scale)
+        for key in list(todo):
+            if credit.net(key) > floor_at_scale:
+                found[key] = batch * scale
+                todo.discard(key)
+    return found
+
+
+def _batch_of(graph: ir.Graph) -> int:
+    """The batch the estimate is for: the leading dim of the first graph input, 1 when unknown."""
+    for v in graph.inputs:
+        if v.is_initializer() or v.shape is None or len(v.shape) == 0:
+            continue
+        d = v.shape[0]
+        return int(d) if isinstance(d, int) and d > 0 else 1
+    return 1
+
+
+def _seeds_of(layer: Layer, cost: LayerCost | None, target, vocab_multiple: int) -> list[_Seed]:
+    out = []
+    align = alignment(layer, target, vocab_multiple=vocab_multiple)
+    ci = layer.conv
+    if ci is not None:
+        if ci.depthwise or ci.transpose:
+            return out
+        kg = ci.k_per_group
+        p = padded_length(kg, align)
+        if p:
+            out.append(_Seed(f"{layer.label}#out", layer, "out", kg, p, cost))
+        if ci.first_layer and ci.groups == 1 and ci.c is not None and 1 <= ci.c < 4:
+            out.append(_Seed(f"{layer.label}#in", layer, "in", ci.c, 4, cost))
+        return out
+    if "N" in layer.weight_dims and layer.part == "":
+        p = padded_length(layer.n, align)
+        if p:
+            out.append(_Seed(f"{layer.label}#out", layer, "out", layer.n, p, cost))
+    return out
+
+
+def _carried_aligns(layer: Layer, edit: _GemmEdit, target) -> bool:
+    """The carried channel map leaves the consumer's input dim (per group) aligned."""
+    if edit.in_map is None:
+        return False
+    groups = edit.groups_after or (layer.conv.groups if layer.conv is not None else 1)
+    if layer.conv is not None and layer.conv.depthwise:
+        return True
+    per_group = edit.in_map.padded // max(1, groups)
+    return not padded_length(per_group, target.multiple(layer.precision))
+
+
+def _unfixed_inputs(layers, plan: _Plan, seeds: dict[str, _Seed],
+                    target) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Layers whose input dim (conv C, GEMM K) stays misaligned: it is set by the producer,
+    which the plan does not pad. Said in the report rather than left silent."""
+    padded = {s.layer.node for s in seeds.values()}
+    label_of = {layer.node: layer.label for layer, _ in layers if layer.node is not None}
+    out: dict[str, tuple[str, str]] = {}
+    for layer, _cost in layers:
+        node = layer.node
+        if layer.conv is not None:
+            ci = layer.conv
+            if ci.depthwise or (ci.first_layer and ci.groups == 1 and (ci.c or 0) <= 4):
+                continue
+            dim, name = ci.c_per_group, "C"
+        elif "K" in layer.weight_dims and layer.part == "":
+            dim, name = layer.k, "K"
+        else:
+            continue
+        if not padded_length(dim, target.multiple(layer.precision)) or node is None:
+            continue
+        edit = plan.edits.get(node)
+        still = ""
+        if edit is not None and edit.in_map is not None:
+            if _carried_aligns(layer, edit, target):
+                continue
+            still = f" (padded to {edit.in_map.padded // max(1, edit.groups_after or 1)}, still misaligned)"
+        producer = _channel_source(node.inputs[0] if node.inputs else None)
+        where = f"{producer.op_type} {node_label(producer)!r}" if producer is not None else "a graph input"
+        sources = _gemm_sources(node.inputs[0] if node.inputs else None)
+        seed_keys = tuple(f"{label_of[p]}#out" for p in sources if p in label_of)
+        if still:
+            why = f"{name}={dim}{still} comes from {where}, not all of whose producers are padded"
+        elif producer is not None and producer in padded:
+            why = f"{name}={dim} comes from {where}, whose padding cannot reach it"
+        elif producer is not None and _edit_kind(producer) is not None:
+            why = f"{name}={dim} comes from {where}, which is not padded"
+        else:
+            why = f"{name}={dim} comes from {where}; tclint pads it only through a padded producer"
+        out[layer.label] = (why, seed_keys)
+    return out
+
+
+def _gemm_sources(value: ir.Value | None, limit: int = 256) -> list[ir.Node]:
+    """The convs/GEMMs whose output channels reach ``value`` through channel-wise ops, joins
+    (Add, Mul, Concat, ...) included: the producers whose padding would set its channels."""
+    found: list[ir.Node] = []
+    seen: set = set()
+    stack = [value]
+    while stack and len(seen) < limit:
+        v = stack.pop()
+        if v is None or v in seen:
+            continue
+        seen.add(v)
+        p = v.producer()
+        if p is None:
+            continue
+        if _edit_kind(p) is not None:
+            found.append(p)
+            continue
+        op = p.op_type
+        if op in _UNARY or op in _POOLS or op in _ELEMENTWISE_FILL or op in (
+                "BatchNormalization", "InstanceNormalization", "Resize", "Pad", "Flatten",
+                "Squeeze", "Unsqueeze", "Concat", "Transpose"):
+            stack.extend(i for i in p.inputs if i is not None and not _is_const(i))
+    return found
+
+
+class _Credit:
+    """Per seed: estimated seconds gained and lost by the plan."""
+
+    def __init__(self) -> None:
+        from collections import defaultdict
+
+        self.gain: dict[str, float] = defaultdict(float)
+        self.loss: dict[str, float] = defaultdict(float)
+        self.bound: dict[str, str] = {}
+
+    def add(self, keys, seconds: float) -> None:
+        keys = sorted(keys)
+        if not keys or seconds == 0:
+            return
+        share = seconds / len(keys)
+        for k in keys:
+            if share > 0:
+                self.gain[k] += share
+            else:
+                self.loss[k] -= share
+
+    def net(self, key: str) -> float:
+        return self.gain[key] - self.loss[key]
+
+
+class _PlanCost:
+    """The cost model applied to a plan (no rewrite): what each padded dim changes.
+
+    1. Each edited conv/GEMM is costed again with its padded dims (:func:`tclint.cost.layer_cost`):
+       first its own padding (its K/N, a first layer's C), credited to its own seed; then the
+       input dim carried from its producer, credited to the producer's seeds. Extra FLOPs show
+       up as a loss, an aligned dim as a gain.
+    2. A channel-wise op carrying a padded tensor moves ``padded/size`` times the bytes.
+    3. Every Slice/Gather (restore) and Pad (first layer) copies its tensor once, plus a launch.
+
+    ``scale`` multiplies the batch (M of every layer, activation bytes): "pays from batch N".
+    """
+
+    def __init__(self, layers, memory_ops, target) -> None:
+        self.target = target
+        self.launch_s = target.constants.launch_overhead_s.value
+        self.layers = list(layers)
+        self.by_node = {layer.node: (layer, cost) for layer, cost in self.layers
+                        if layer.node is not None and layer.part == ""}
+        self.memory = {op.node: op for op in memory_ops if op.node is not None}
+
+    def total(self, scale: float) -> float:
+        """The model's estimated time at ``scale`` times the batch."""
+        launch = self.launch_s
+        t = sum(self._time(layer, cost, scale) for layer, cost in self.layers)
+        for op in self.memory.values():
+            if not op.folded:
+                t += (op.bytes_moved or 0.0) * scale / self.target.bandwidth + launch
+        return t
+
+    def label_of(self, node: ir.Node) -> str | None:
+        entry = self.by_node.get(node)
+        return entry[0].label if entry is not None else None
+
+    def credit(self, plan: _Plan, seeds: dict[str, _Seed], *, scale: float = 1.0) -> _Credit:
+        credit = _Credit()
+        for node, edit in plan.edits.items():
+            entry = self.by_node.get(node)
+            if entry is None:
+                continue
+            layer, cost = entry
+            own = {k for k in edit.seeds if k in seeds and seeds[k].layer.node is node}
+            carried = set(edit.in_map.seeds) - own if edit.in_map is not None and edit.input_pad is None else set()
+            base = self._time(layer, cost, scale)
+            t_own = self._time(_padded_layer(layer, edit, own=True, carried=False), None, scale) if own else base
+            t_all = self._time(_padded_layer(layer, edit, own=bool(own), carried=True), None, scale) if carried else t_own
+            credit.add(own, base - t_own)
+            credit.add(carried, t_own - t_all)
+            for k in own:
+                if cost is not None:
+                    credit.bound.setdefault(k, cost.bound)
+        bw = self.target.bandwidth
+        for value, state in plan.states.items():
+            producer = value.producer()
+            op = self.memory.get(producer) if producer is not None else None
+            if op is None or op.folded or not op.bytes_moved or state.size <= 0:
+                continue
+            extra = op.bytes_moved * scale * (state.padded / state.size - 1.0) / bw
+            credit.add(state.seeds, -extra)
+        for value in plan.restores:
+            state = plan.states[value]
+            credit.add(state.seeds, -self._move_cost(value, state, scale))
+        for edit in plan.edits.values():
+            if edit.input_pad is not None and edit.input_seed:
+                credit.add({edit.input_seed}, -self._move_cost(edit.node.inputs[0], None, scale))
+        return credit
+
+    def _time(self, layer: Layer, cost: LayerCost | None, scale: float) -> float:
+        if cost is not None and scale == 1.0:
+            return cost.time_s
+        return layer_cost(_scaled(layer, scale) if scale != 1.0 else layer, self.target).time_s
+
+    def _move_cost(self, value: ir.Value, state: ChannelMap | None, scale: float) -> float:
+        """A Slice/Gather/Pad copies the tensor once: read + write at the DRAM bandwidth."""
+        shape = _static_shape(value)
+        if shape is None:
+            return self.launch_s
+        n = float(np.prod(shape)) * scale
+        # bytes as the view counts them: a float32 model runs in the checked precision
+        elem = elem_bytes(value.dtype, self.target.dtype) if value.dtype is not None else 2.0
+        if state is not None:
+            n = n * state.padded / max(state.size, 1)
+        return 2 * n * elem / self.target.bandwidth + self.launch_s
+
+
+def _scaled(layer: Layer, scale: float) -> Layer:
+    """The layer at ``scale`` times the batch: M and the activations grow, the weight does not."""
+    import dataclasses
+
+    m = (layer.m if layer.m is not None else 1) * scale
+    m = int(round(m))
+    elements = None
+    if layer.conv is not None and layer.elements is not None and layer.m:
+        w, y = _conv_parts(layer)
+        x = layer.elements - w - y
+        elements = (x + y) * scale + w
+    return dataclasses.replace(layer, m=m, elements=elements)
+
+
+def _conv_parts(layer: Layer) -> tuple[float, float]:
+    """(weight, output) elements of a conv layer record."""
+    ci = layer.conv
+    k = ci.k or 0
+    w = float(k * (layer.k or 0))  # K x C/g x R x S
+    y = float((layer.m or 1) * k)  # N x P x Q x K
+    return w, y
+
+
+def _padded_layer(layer: Layer, edit: _GemmEdit, *, own: bool, carried: bool) -> Layer:
+    """The layer record with the dims the edit pads (``own``: its own seed's; ``carried``: the
+    input dim its producer's padding reaches)."""
+    import dataclasses
+
+    ci = layer.conv
+    if ci is not None:
+        c0, k0, g0 = ci.c, ci.k, ci.groups
+        if c0 is None or k0 is None or not g0 or c0 % g0:
+            return layer
+        c, k, g = c0, k0, g0
+        if own and edit.out_map is not None and not edit.depthwise:
+            k = edit.out_map.padded
+        if own and edit.input_pad is not None:
+            c = edit.input_pad[1]
+        if carried and edit.in_map is not None and edit.input_pad is None:
+            c = edit.in_map.padded
+            if edit.depthwise and edit.out_map is not None:
+                k, g = edit.out_map.padded, edit.groups_after or g0
+        spatial = (layer.k or 0) // max(1, c0 // g0)
+        elements = None
+        if layer.elements is not None:
+            w, y = _conv_parts(layer)
+            x = layer.elements - w - y
+            elements = x * c / c0 + k * (c // g) * spatial + y * k / k0
+        conv = dataclasses.replace(ci, c=c, k=k, groups=g)
+        return dataclasses.replace(layer, n=k // g, k=(c // g) * spatial or layer.k, batch=g,
+                                   conv=conv, elements=elements)
+    n, k = layer.n, layer.k
+    if own and edit.out_map is not None and n is not None:
+        n = edit.out_map.padded
+    if carried and edit.in_map is not None and k is not None:
+        k = k * edit.in_map.padded // max(1, edit.in_map.size)
+    elements = None
+    if layer.m is not None and n is not None and k is not None:
+        b = layer.batch or 1
+        elements = float(layer.m * k * b + k * n + layer.m * n * b)
+    return dataclasses.replace(layer, n=n, k=k, elements=elements)
+
+
 class PadChannelsPass(ir.passes.InPlacePass):
     """Pad misaligned conv channels and GEMM dims in the weights (see the module docstring).
 
     ``layers``: the GEMM view's layers with their costs (``Analysis.cost.layers``) for the model
-    this pass will run on; ``target``: the :class:`tclint.specs.Target` of the check.
-    ``only``: layer labels to fix (what ``check`` reported); None pads every misaligned layer.
-    ``force``: pad even where the cost model says padding does not pay.
-    After ``call``, :attr:`result` holds what was changed, inserted and skipped.
+    this pass will run on; ``target``: the :class:`tclint.specs.Target` of the check;
+    ``memory_ops``: the view's other nodes (the carried padding's cost).
+    ``only``: layer labels or seed keys to fix (what ``check`` reported); None pads every
+    misaligned layer. ``force``: pad even where the cost model says padding does not pay.
+    ``plan``: a :class:`PadPlan` already made for this model (``check``'s, in ``Analysis``): the
+    pass rewrites exactly that. After ``call``, :attr:`result` holds what was changed, inserted
+    and skipped, and :attr:`pad_plan` the plan.
     """
 
     def __init__(self, layers: Iterable[tuple[Layer, LayerCost | None]], target, *,
                  vocab_multiple: int = 64, only: set[str] | None = None, force: bool = False,
-                 launch_s: float | None = None) -> None:
+                 memory_ops: Iterable[MemoryOp] = (), plan: PadPlan | None = None) -> None:
         super().__init__()
         self.layers = list(layers)
         self.target = target
         self.vocab_multiple = vocab_multiple
         self.only = only
         self.force = force
-        self.launch_s = (launch_s if launch_s is not None
-                         else target.constants.launch_overhead_s.value)
+        self.memory_ops = list(memory_ops)
+        self.pad_plan = plan
         self.result: PadResult | None = None
 
     # ---- pass protocol --------------------------------------------------------------------
@@ -393,164 +1006,15 @@ class PadChannelsPass(ir.passes.InPlacePass):
             raise ir.passes.PostconditionError("the graph's input/output signature changed")
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
-        # IR version < 4 requires every initializer to be listed as a graph input too; those
-        # are weights, not inputs callers feed: hide them while rewriting, list them again after.
-        old_ir = model.ir_version is not None and model.ir_version < 4
-        listed = [v for v in model.graph.inputs if v.is_initializer()] if old_ir else []
-        for v in listed:
-            model.graph.inputs.remove(v)
-        try:
-            return self._call(model)
-        finally:
-            if old_ir:
-                present = set(model.graph.initializers.values())
-                for v in [*listed, *model.graph.initializers.values()]:
-                    if v in present and v not in model.graph.inputs:
-                        model.graph.inputs.append(v)
-
-    def _call(self, model: ir.Model) -> ir.passes.PassResult:
-        graph = model.graph
-        seeds, skipped = self._candidate_seeds(graph)
-        opset = model.opset_imports.get("", 1)
-        # SHOULD pad: plan, drop seeds whose inserted nodes cost more than they save, replan.
-        while True:
-            plan = _Planner(graph, seeds, opset).run()
-            dropped = dict(plan.skipped) or self._unprofitable(seeds, plan)
-            if not dropped:
-                break
-            for key, why in dropped.items():
-                skipped[key] = why
-                seeds.pop(key, None)
-        by_key = {**{s.key: s for s in self._all_seeds}}
-        rows: dict[tuple[str, str], SkippedLayer] = {}
-        for k, why in skipped.items():
-            layer = by_key[k].layer
-            rows.setdefault((layer.label, why), SkippedLayer(
-                node=layer.label, op=layer.op, dims=_layer_dims(layer), reason=why))
-        for layer, why in self._unfixed_inputs(plan, {s.layer.node for s in seeds.values()}):
-            rows.setdefault((layer.label, why), SkippedLayer(
-                node=layer.label, op=layer.op, dims=_layer_dims(layer), reason=why))
-        skipped_rows = tuple(rows.values())
-        self.result = _Rewriter(model, plan, seeds, self.layers).apply(skipped_rows)
-        return ir.passes.PassResult(model, modified=bool(self.result.changes))
-
-    def _unfixed_inputs(self, plan: _Plan, padded: set) -> list[tuple[Layer, str]]:
-        """Reported layers whose input dim (conv C, GEMM K) stays misaligned: it is set by the
-        producer, which the pass did not pad. Said in the report rather than left silent."""
-        out = []
-        for layer, _cost in self.layers:
-            if self.only is not None and layer.label not in self.only:
-                continue
-            node = layer.node
-            if layer.conv is not None:
-                ci = layer.conv
-                if ci.depthwise or (ci.first_layer and ci.groups == 1 and (ci.c or 0) <= 4):
-                    continue
-                dim, name = ci.c_per_group, "C"
-            elif "K" in layer.weight_dims and layer.part == "":
-                dim, name = layer.k, "K"
-            else:
-                continue
-            if not padded_length(dim, self.target.multiple(layer.precision)) or node is None:
-                continue
-            edit = plan.edits.get(node)
-            if edit is not None and edit.in_map is not None:
-                continue
-            producer = _channel_source(node.inputs[0] if node.inputs else None)
-            where = f"{producer.op_type} {node_label(producer)!r}" if producer is not None else "a graph input"
-            if producer is not None and producer in padded:
-                why = f"{name}={dim} comes from {where}, whose padding cannot reach it"
-            elif producer is not None and _edit_kind(producer) is not None:
-                why = f"{name}={dim} comes from {where}, which is not padded"
-            else:
-                why = f"{name}={dim} comes from {where}; tclint pads it only through a padded producer"
-            out.append((layer, why))
-        return out
-
-    # ---- CAN pad --------------------------------------------------------------------------
-    def _candidate_seeds(self, graph: ir.Graph) -> tuple[dict[str, _Seed], dict[str, str]]:
-        seeds: dict[str, _Seed] = {}
-        skipped: dict[str, str] = {}
-        self._all_seeds: list[_Seed] = []
-        for layer, cost in self.layers:
-            if self.only is not None and layer.label not in self.only:
-                continue
-            for seed in self._seeds_of(layer, cost):
-                self._all_seeds.append(seed)
-                why = can_pad(layer, seed.kind, graph)
-                if why:
-                    skipped[seed.key] = why
-                else:
-                    seeds[seed.key] = seed
-        return seeds, skipped
-
-    def _seeds_of(self, layer: Layer, cost: LayerCost | None) -> list[_Seed]:
-        out = []
-        align = alignment(layer, self.target, vocab_multiple=self.vocab_multiple)
-        ci = layer.conv
-        if ci is not None:
-            if ci.depthwise or ci.transpose:
-                return out
-            kg = ci.k_per_group
-            p = padded_length(kg, align)
-            if p:
-                out.append(_Seed(f"{layer.label}#out", layer, "out", kg, p, cost))
-            if ci.first_layer and ci.groups == 1 and ci.c is not None and 1 <= ci.c < 4:
-                out.append(_Seed(f"{layer.label}#in", layer, "in", ci.c, 4, cost))
-            return out
-        if "N" in layer.weight_dims and layer.part == "":
-            p = padded_length(layer.n, align)
-            if p:
-                out.append(_Seed(f"{layer.label}#out", layer, "out", layer.n, p, cost))
-        return out
-
-    # ---- SHOULD pad -----------------------------------------------------------------------
-    def _unprofitable(self, seeds: dict[str, _Seed], plan: _Plan) -> dict[str, str]:
-        if self.force:
-            return {}
-        costs = {layer.node: c for layer, c in self.layers if layer.node is not None}
-        restores = plan.seeds_of_restores()
-        dropped: dict[str, str] = {}
-        losing: dict[str, str] = {}
-        for key, seed in seeds.items():
-            if seed.layer.m is None:
-                continue  # M is a runtime dim we cannot see: alignment is all we know
-            saving = seed.cost.alignment_saving_s if seed.cost is not None else 0.0
-            # consumers whose C/K the padding fixes (and that are not padded for themselves)
-            for node, edit in plan.edits.items():
-                if node is seed.layer.node or key not in edit.seeds or edit.in_map is None:
-                    continue
-                if edit.out_map is None and node in costs and costs[node] is not None:
-                    saving += costs[node].alignment_saving_s
-            added = 0.0
-            for value in restores.get(key, []):
-                added += self._move_cost(value, plan.states[value])
-            for edit in plan.edits.values():
-                if edit.input_pad is not None and key == edit.input_seed:
-                    added += self._move_cost(edit.node.inputs[0], None)
-            if saving <= 0:
-                dropped[key] = ("does not pay: the cost model estimates no gain "
-                                f"({seed.cost.bound if seed.cost else 'unknown'}-bound layer)")
-            elif added >= saving:
-                losing[key] = (f"does not pay: saves {saving * 1e6:.2f} us, the inserted "
-                               f"Slice/Pad nodes cost {added * 1e6:.2f} us")
-        # Layers that gain nothing go first: the Slices they cause may be all that makes
-        # the others look unprofitable.
-        return dropped or losing
-
-    def _move_cost(self, value: ir.Value, state: ChannelMap | None) -> float:
-        """A Slice/Pad copies the tensor once: read + write at the DRAM bandwidth."""
-        shape = _static_shape(value)
-        if shape is None:
-            return self.launch_s
-        n = float(np.prod(shape))
-        try:
-            elem = value.dtype.itemsize if value.dtype is not None else 4
-        except TypeError:  # UNDEFINED / STRING element types
-            elem = 4
-        if state is not None:
-            n = n * state.padded / max(state.size, 1)
-        return 2 * n * elem / self.target.bandwidth + self.launch_s
+        if self.pad_plan is None:
+            self.pad_plan = plan_padding(model, self.layers, self.target,
+                                         memory_ops=self.memory_ops,
+                                         vocab_multiple=self.vocab_multiple, only=self.only,
+                                         force=self.force)
+        pp = self.pad_plan
+        with _weights_not_inputs(model):
+            self.result = _Rewriter(model, pp.plan, pp.seeds, self.layers).apply(pp.skipped)
+        return ir.passes.PassResult(model, modified=bool(self.result.changes or self.result.inserted))
 
 
 def _signature(model: ir.Model) -> tuple:
@@ -637,8 +1101,10 @@ def _edit_kind(node: ir.Node) -> str | None:
 # Planning: propagate channel maps through the graph
 # --------------------------------------------------------------------------------------------
 class _Planner:
-    def __init__(self, graph: ir.Graph, seeds: dict[str, _Seed], opset: int) -> None:
+    def __init__(self, graph: ir.Graph, seeds: dict[str, _Seed], opset: int,
+                 order: list[ir.Node] | None = None) -> None:
         self.graph = graph
+        self.order = order if order is not None else topological_order(graph)
         self.opset = opset
         self.plan = _Plan()
         self.out_seeds: dict[ir.Node, _Seed] = {}
@@ -647,7 +1113,7 @@ class _Planner:
             (self.out_seeds if s.kind == "out" else self.in_seeds)[s.layer.node] = s
 
     def run(self) -> _Plan:
-        for node in list(self.graph):
+        for node in self.order:  # producers before consumers, whatever the listed order
             self.visit(node)
         states = self.plan.states
         for value in self.graph.outputs:
@@ -962,6 +1428,8 @@ class _Planner:
         if cp != first_axis:
             return None
         inner = int(np.prod(shape[cp + 1:])) if cp + 1 < len(shape) else 1
+        if s.padded * inner > _MAX_CHANNELS:
+            return None
         pos = (s.pos[:, None] * inner + np.arange(inner)[None, :]).ravel()
         return ChannelMap(-1, s.size * inner, s.padded * inner, pos, s.seeds)
 
@@ -1289,7 +1757,7 @@ class _Rewriter:
     # ---- constants ------------------------------------------------------------------------
     def pad_constant(self, node: ir.Node, index: int, fill: float, state: ChannelMap, ax: int) -> None:
         old = node.inputs[index]
-        array = _const_array(old)
+        array = _read_const(old)
         shape = list(array.shape)
         shape[ax] = state.padded
         new = np.full(shape, fill, dtype=array.dtype)
@@ -1313,18 +1781,18 @@ class _Rewriter:
         lazy = ir.LazyTensor(compute, dtype=dtype, shape=ir.Shape(new_shape), cache=True)
         groups_before = int(_attr(node, "group", 1))
         before = self._dims(edit, shape, groups_before)
-        if ref.tied_gather and edit.in_map is None:
-            ref.init.const_value = lazy
-            ref.init.shape = ir.Shape(new_shape)
-            new_init = ref.init
-        else:
-            new_init = self.initializer(f"{ref.init.name}_padded", lazy)
-            first = ref.transpose_node if ref.transpose_node is not None else node
-            first.replace_input_with(0 if ref.transpose_node is not None else 1, new_init)
-            self.unused.add(ref.init)
+        # A weight also read by a Gather (a tied embedding) keeps its table for the Gather:
+        # padding it in place would change what negative ids read (-1 would be a zero row) and
+        # accept ids in [V, V_pad). The head reads a padded copy.
+        new_init = self.initializer(f"{ref.init.name}_padded", lazy)
+        first = ref.transpose_node if ref.transpose_node is not None else node
+        first.replace_input_with(0 if ref.transpose_node is not None else 1, new_init)
+        self.unused.add(ref.init)
         if ref.transpose_node is not None:
             t_out = ref.transpose_node.outputs[0]
             t_out.shape = ir.Shape([new_shape[1], new_shape[0]])
+            self.resized.append((t_out, -2, new_shape[1]))
+            self.resized.append((t_out, -1, new_shape[0]))
         if edit.kind == "conv" and edit.groups_after is not None:
             if edit.groups_after != int(_attr(node, "group", 1)):
                 node.attributes["group"] = ir.AttrInt64("group", edit.groups_after)
@@ -1337,6 +1805,8 @@ class _Rewriter:
         if layer is not None and layer.flops is not None and layer.m is not None:
             extra_flops = self._flops(edit, new_shape, layer) - self._flops(edit, shape, layer)
         extra_params = int(np.prod(new_shape) - np.prod(shape))
+        if ref.init.uses():  # still read by the Gather: the padded head is a copy
+            extra_params = int(np.prod(new_shape))
         if edit.out_map is not None and len(node.inputs) > 2 and node.inputs[2] is not None:
             extra_params += edit.out_map.padded - edit.out_map.size
         reasons: list[str] = []
@@ -1427,7 +1897,7 @@ class _Rewriter:
         if edit.out_map is None or edit.kind == "matmul" or len(node.inputs) < 3 or node.inputs[2] is None:
             return
         old = node.inputs[2]
-        b = _const_array(old)
+        b = _read_const(old)
         if b is None:
             return
         if b.ndim == 0 or b.size == 1:
