@@ -368,8 +368,19 @@ def _session(model: ir.Model, label: str, *, disable_optimizations: bool = False
 
 
 def _session_file(path: Path, label: str):
-    """An onnxruntime session on a written model file (its external data beside it)."""
+    """An onnxruntime session on a written model file, its external data read from beside it
+    (a --layout nhwc model, whose NhwcConv has no CPU kernel, runs as Transpose-Conv-Transpose
+    after being read back from those files)."""
     try:
+        from tclint.load import load_model
+
+        written = load_model(path)
+        if any(n.op_type == "NhwcConv" and n.domain == "com.microsoft" for n in written.graph):
+            from tclint.passes.layout import expand_nhwc_conv
+
+            written = expand_nhwc_conv(written)
+            ir.external_data.load_to_model(written)
+            return cpu_session(ir.to_proto(written).SerializeToString(), session_options())
         return cpu_session(str(path), session_options())
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises several types
         raise VerificationError(

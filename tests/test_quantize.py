@@ -27,6 +27,7 @@ from tclint.cli import main
 from tclint.cli.quantize import Progress
 from tclint.quantize import output_accuracy, quantize_model
 from tests.exports import BY_FILE, DIR, export_path, feeds
+from tests.helpers import data_file_of
 
 RESNET = export_path("resnet_dynamo")  # weights in resnet_dynamo.onnx.data
 BERT = export_path("bert_mlm_legacy")
@@ -199,13 +200,14 @@ def test_bert_token_ids_exclusion_and_symbolic_fallback(tmp_path, exports_before
 
 def test_onnxruntime_placement_and_exclude_op(tmp_path):
     """--placement onnxruntime (quantize_static's default op set: Q/DQ around Relu, Add,
-    MaxPool too); --exclude-op Add,Gemm keeps those float; --external-data writes r.onnx.data."""
+    MaxPool too); --exclude-op Add,Gemm keeps those float; --external-data writes r.onnx's data
+    file beside it (r.onnx.<token>.data, tclint/io.py)."""
     entry = BY_FILE["resnet_dynamo.onnx"]
     data = _npz(tmp_path / "d.npz", entry, range(5))
     out = tmp_path / "r.onnx"
     report = quantize_model(RESNET, out, calibration_data=data, exclude_ops=["Add", "Gemm"],
                             placement="onnxruntime", layer_report=False, external_data=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "r.onnx", "r.onnx.data"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz", "r.onnx", data_file_of(out).name]
     _session(out)
     graph = _graph(out)
     consumers = {}
