@@ -137,6 +137,10 @@ def _codes(value):
         raise _Bad(str(exc)) from None
 
 
+def _raise_bad(why: str):
+    raise _Bad(why)
+
+
 def _dims(value):
     if not isinstance(value, dict):
         raise _Bad('expected a table of dim names and positive integers (e.g. { batch = 8 })')
@@ -196,7 +200,7 @@ SCHEMA = {
     "hot-threshold": _fraction,
     "quantization-threshold": _fraction,
     "vocab-multiple": _positive_int,
-    "select": _codes,
+    "select": lambda v: _codes(v) or _raise_bad("selects no rule: give at least one code or prefix (ALL for every rule)"),
     "ignore": _codes,
     "fail-on": _str(FAIL_ON),
     "calibration": _calibration,
@@ -297,11 +301,13 @@ def load_config(pyproject: Path | None) -> dict:
     once per file and run; any error is one UsageError naming the file, the key and the value."""
     if pyproject is None:
         return {}
-    try:
-        st = os.stat(pyproject)
-        key = (os.path.realpath(pyproject), st.st_mtime_ns, st.st_size)
-    except OSError as exc:
-        raise UsageError(f"cannot read {pyproject}: {exc.strerror or exc}") from None
+    from tclint.io import not_a_regular_file
+
+    problem = not_a_regular_file(pyproject)
+    if problem:
+        raise UsageError(f"cannot read {pyproject}: {problem}")
+    st = os.stat(pyproject)
+    key = (os.path.realpath(pyproject), st.st_mtime_ns, st.st_size)
     if key in _CACHE:
         return _CACHE[key]
     try:

@@ -925,6 +925,22 @@ def check_inputs_file(path: str | os.PathLike | None) -> None:
         raise InputError(f"cannot read inputs {path}: {' '.join(str(exc).split())[:200]}") from None
 
 
+def not_a_regular_file(path: str | os.PathLike) -> str | None:
+    """Why ``path`` cannot be read as a file (missing, a folder, a FIFO or device that would
+    block or never end), or None. Readers of JSON/TOML tables call this before opening."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError) as exc:
+        return getattr(exc, "strerror", None) or str(exc)
+    if stat.S_ISDIR(st.st_mode):
+        return "it is a directory"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a FIFO, device or socket)"
+    return None
+
+
 def is_regular_file(path: str | os.PathLike) -> bool:
     try:
         return stat.S_ISREG(Path(path).stat().st_mode)
@@ -934,7 +950,7 @@ def is_regular_file(path: str | os.PathLike) -> bool:
 
 __all__ = [
     "PROTO_LIMIT_BYTES", "StagedModel", "check_inputs_file", "conventional_data_name", "external_tensors",
-    "location_problem", "model_files", "model_weight_bytes", "refuse_overwriting",
+    "location_problem", "model_files", "not_a_regular_file", "model_weight_bytes", "refuse_overwriting",
     "refuse_overwriting_model_output", "remove_replaced_data", "require_readable_weights",
     "save_model_atomic", "set_base_dir", "stage_model", "sweep_leftovers", "temp_dir",
     "temp_name", "write_text",

@@ -32,7 +32,7 @@ import onnx_ir as ir
 from tclint.config import CheckOptions
 from tclint.cost import ModelCost, model_cost
 from tclint.errors import UsageError
-from tclint.io import write_text
+from tclint.io import not_a_regular_file, write_text
 from tclint.load import ShapeResolution, load_model, resolve_shapes
 from tclint.passes.pad import MalformedModelError, PadPlan, plan_padding
 from tclint.rules import RULES, Context, Finding, pad_codes, run_rules, select_rules
@@ -325,6 +325,8 @@ def gate_fails(findings: list[Finding], fail_on: str) -> bool:
 # Baselines
 # --------------------------------------------------------------------------------------------
 def load_baseline(path: str | os.PathLike) -> set[str]:
+    if os.path.exists(path) and not_a_regular_file(path):
+        raise UsageError(f"cannot read baseline {path}: {not_a_regular_file(path)}")
     try:
         with open(path) as f:
             data = json.load(f)

@@ -460,7 +460,8 @@ def _stripped_proto(model: ir.Model) -> onnx.ModelProto:
                 raws.append(raw)
             else:
                 keep.append(value)
-        elif tensor is None or isinstance(tensor, ir.ExternalTensor) or _nbytes(tensor) > _SMALL_TENSOR_BYTES:
+        elif (tensor is None or isinstance(tensor, ir.ExternalTensor) or getattr(tensor, "reads_files", False)
+              or _nbytes(tensor) > _SMALL_TENSOR_BYTES):
             hidden.append(value)
         else:
             keep.append(value)

@@ -212,8 +212,23 @@ class CostConstants:
 DEFAULT_CONSTANTS = CostConstants()
 
 
-#: Constants that may be 0 (no launch cost, no transposes); all others must be > 0.
-_MAY_BE_ZERO = frozenset({"launch_overhead_s", "nchw_transposes_per_conv"})
+#: The range a calibrated constant may take: wide enough for any real measurement (a factor
+#: measured slightly above 1 on a noisy machine included), narrow enough that no estimate can
+#: overflow to infinity or divide by zero (a gate that passes on an infinite estimate).
+CALIBRATION_RANGES: dict[str, tuple[float, float]] = {
+    "gemm_efficiency": (1e-3, 10.0),
+    "bandwidth_efficiency": (1e-3, 10.0),
+    "misaligned_minimum_factor": (1e-3, 10.0),
+    "misaligned_tier_factor": (1e-3, 10.0),
+    "misaligned_strict_factor": (1e-3, 10.0),
+    "conv_c3_factor": (1e-3, 10.0),
+    "depthwise_efficiency": (1e-3, 10.0),
+    "no_tensor_core_factor": (1e-3, 10.0),
+    "split_k_min": (1.0, float(1 << 24)),
+    "tiles_per_sm": (1.0, 64.0),
+    "launch_overhead_s": (0.0, 1e-2),  # seconds: 0 (none) to 10 ms
+    "nchw_transposes_per_conv": (0.0, 100.0),
+}
 
 
 def _reject_constant(name: str):
@@ -224,12 +239,17 @@ def load_calibration(path: str | os.PathLike) -> tuple[CostConstants, dict]:
     """Load a measured table written by ``benchmarks/calibrate.py``.
 
     The file is JSON: ``{"gpu": ..., "driver": ..., "command": ..., "constants": {name: value}}``.
-    Every constant must be one the cost model has, and a finite number > 0 (>= 0 for the launch
-    overhead and the NCHW transposes; NaN, Infinity, null, strings refused): a bad table is one
-    UsageError, never a NaN estimate that passes the gate. Returns the constants (documented
+    Every constant must be one the cost model has, and a number in its
+    :data:`CALIBRATION_RANGES` range (NaN, Infinity, null, strings refused): a bad table is one
+    UsageError, never a NaN or infinite estimate that passes the gate. Returns the constants (documented
     defaults for anything the file does not measure) and the file's metadata, so reports can
     say where the numbers came from.
     """
+    from tclint.io import not_a_regular_file
+
+    problem = not_a_regular_file(path)
+    if problem:
+        raise UsageError(f"cannot read calibration table {path}: {problem}")
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f, parse_constant=_reject_constant)
@@ -251,10 +271,11 @@ def load_calibration(path: str | os.PathLike) -> tuple[CostConstants, dict]:
     where = f"measured: {data.get('gpu', '?')}, driver {data.get('driver', '?')}: {data.get('command', '?')}"
     changes = {}
     for name, raw in measured.items():
+        low, high = CALIBRATION_RANGES.get(name, (0.0, 1e6))
         ok = isinstance(raw, (int, float)) and not isinstance(raw, bool) and math.isfinite(raw)
-        if not (ok and (raw >= 0 if name in _MAY_BE_ZERO else raw > 0)):
-            want = "a finite number >= 0" if name in _MAY_BE_ZERO else "a finite number > 0"
-            raise UsageError(f"calibration table {path}: {name} = {json.dumps(raw)[:40]}: expected {want}")
+        if not (ok and low <= raw <= high):
+            raise UsageError(f"calibration table {path}: {name} = {json.dumps(raw)[:40]}: expected "
+                             f"a number from {low:g} to {high:g}")
         changes[name] = Constant(float(raw), where)
     meta = {k: v for k, v in data.items() if k != "constants"}
     return dataclasses.replace(DEFAULT_CONSTANTS, source=where, **changes), meta

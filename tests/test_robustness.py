@@ -441,6 +441,26 @@ def _hazard_models() -> dict[str, onnx.ModelProto]:
         [helper.make_tensor_value_info("y", F, None)], [w])
     out["Constant"] = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17),
                                                           helper.make_opsetid("com.microsoft", 1)])
+    # a sparse initializer whose values and indices are in external data
+    vals = _external(numpy_helper.from_array(np.ones(64, np.float32), "Ws"), "w.data")
+    idx = _external(numpy_helper.from_array(np.arange(64, dtype=np.int64) * 7, "Ws_idx"), "w.data")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "Ws"], ["y"], name="mm")], "g",
+                          [helper.make_tensor_value_info("x", F, [8, 40])],
+                          [helper.make_tensor_value_info("y", F, [8, 30])],
+                          sparse_initializer=[helper.make_sparse_tensor(vals, idx, [40, 30])])
+    out["sparse"] = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    out["sparse"].ir_version = 8
+    # an If branch holding a Constant in external data
+    c = _external(numpy_helper.from_array(np.ones((2048, 40), np.float32), "Wc"), "w.data")
+    branch = helper.make_graph([helper.make_node("Constant", [], ["wc"], value=c, name="bc"),
+                                helper.make_node("MatMul", ["x", "wc"], ["t"], name="mm_then")],
+                               "then", [], [helper.make_tensor_value_info("t", F, [8, 40])])
+    g = helper.make_graph([helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=branch,
+                                            else_branch=branch)], "g",
+                          [helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                           helper.make_tensor_value_info("x", F, [8, 2048])],
+                          [helper.make_tensor_value_info("y", F, [8, 40])])
+    out["subgraph-Constant"] = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     # every initializer external (the big weight too)
     m = examples.single_gemm(m=24, n=40, k=20, transposed=True)
     for t in m.graph.initializer:
@@ -449,8 +469,12 @@ def _hazard_models() -> dict[str, onnx.ModelProto]:
     return out
 
 
-@pytest.mark.parametrize("data", ["fifo", "missing", "directory"])
-@pytest.mark.parametrize("model", ["ReduceMean", "ReduceSum", "Constant", "initializers"])
+_NEVER_OPENS = [(m, "fifo") for m in ("ReduceMean", "ReduceSum", "Constant", "sparse", "subgraph-Constant",
+                                       "initializers")]
+_NEVER_OPENS += [(m, d) for m in ("ReduceMean", "Constant") for d in ("missing", "directory")]
+
+
+@pytest.mark.parametrize("model,data", _NEVER_OPENS, ids=[f"{m}-{d}" for m, d in _NEVER_OPENS])
 def test_check_never_opens_external_data(tmp_path, model, data):
     folder = tmp_path / "m"
     folder.mkdir()
@@ -761,3 +785,74 @@ def test_onnxruntime_log_lines_never_reach_stderr(tmp_path, command):
     assert "[E:onnxruntime" not in run.native_stderr and "onnxruntime" not in run.native_stderr, run.native_stderr
     errors = [line for line in run.stderr.splitlines() if line.startswith("tclint: error:")]
     assert run.exit_code in (0, 1, 2) and len(errors) == (run.exit_code != 0), run.stderr
+
+
+def _finite(obj) -> bool:
+    if isinstance(obj, float):
+        return np.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_finite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_finite(v) for v in obj)
+    return True
+
+
+@pytest.mark.parametrize("end", ["low", "high", "beyond"])
+def test_calibration_at_the_ends_of_its_ranges_keeps_estimates_finite(tmp_path, end):
+    """Every constant at the edge of its range (all at once): the report is finite and the
+    gate decides; one step beyond either edge is refused."""
+    from tclint.specs import CALIBRATION_RANGES
+
+    models = {"conv": conv_model(), "gpt2": examples.gpt2(layers=1, hidden=32, heads=4, vocab=100)}
+    for name, m in models.items():
+        onnx.save(m, str(tmp_path / f"{name}.onnx"))
+    if end == "beyond":
+        for key, (low, high) in CALIBRATION_RANGES.items():
+            for bad in (low - 1e-3 if low > 0 else -1e-9, high * 1.5):
+                (tmp_path / "cal.json").write_text(json.dumps({"constants": {key: bad}}))
+                one_error(_main(["check", tmp_path / "conv.onnx", "--calibration", tmp_path / "cal.json"]), key)
+        return
+    values = {k: (lo if end == "low" else hi) for k, (lo, hi) in CALIBRATION_RANGES.items()}
+    (tmp_path / "cal.json").write_text(json.dumps({"constants": values}))
+    for name in models:
+        run = _main(["check", tmp_path / f"{name}.onnx", "--calibration", tmp_path / "cal.json",
+                     "--format", "json", "--dim", "batch=2", "--dim", "seq=16"])
+        assert run.exit_code in (0, 1), run.stderr
+        assert "Infinity" not in run.stdout and "NaN" not in run.stdout, name
+        assert _finite(json.loads(run.stdout)), name
+
+
+@pytest.mark.parametrize("what", ["config", "calibration", "baseline", "inputs"])
+def test_tables_that_are_fifos_do_not_hang(tmp_path, what):
+    """Every file tclint reads besides the model, given as a FIFO (reading it would block until
+    someone writes): one line, exit 2, at once."""
+    onnx.save(conv_model(), str(tmp_path / "m.onnx"))
+    fifo = tmp_path / "table"
+    os.mkfifo(fifo)
+    argv = {"config": ["check", "m.onnx", "--config", "table"],
+            "calibration": ["check", "m.onnx", "--calibration", "table"],
+            "baseline": ["check", "m.onnx", "--baseline", "table"],
+            "inputs": ["fix", "m.onnx", "-o", "o.onnx", "--inputs", "table"]}[what]
+    proc = subprocess.run([*_cmd(), *argv], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "not a regular file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("read", ["pyproject.toml", "cal.json", "b.json"])
+def test_check_does_not_write_over_its_configuration_or_tables(tmp_path, read):
+    onnx.save(conv_model(), str(tmp_path / "m.onnx"))
+    (tmp_path / "pyproject.toml").write_text('[tool.tclint]\narch = "a100"\n')
+    (tmp_path / "cal.json").write_text('{"constants": {"gemm_efficiency": 0.7}}')
+    assert _main(["check", tmp_path / "m.onnx", "--baseline", tmp_path / "b.json", "--update-baseline"]).exit_code == 0
+    before = _snapshot(tmp_path)
+    extra = {"cal.json": ["--calibration", tmp_path / "cal.json"],
+             "b.json": ["--baseline", tmp_path / "b.json"]}.get(read, [])
+    one_error(_main(["check", tmp_path / "m.onnx", *extra, "-o", tmp_path / read]), "must not overwrite")
+    assert _snapshot(tmp_path) == before
+
+
+def test_empty_select_is_refused(tmp_path):
+    onnx.save(conv_model(), str(tmp_path / "m.onnx"))
+    one_error(_main(["check", tmp_path / "m.onnx", "--select", ","]), "selects no rule")
+    (tmp_path / "pyproject.toml").write_text("[tool.tclint]\nselect = []\n")
+    one_error(_main(["check", tmp_path / "m.onnx"]), "select", "selects no rule")

@@ -85,6 +85,8 @@ def _lint_one(job):
 def run(args: argparse.Namespace) -> int:
     dims, shapes = shape_bindings(args)
     select = validate_prefixes(_split(args.select)) if args.select else None
+    if args.select and not select:
+        raise UsageError("--select selects no rule: give at least one code or prefix (ALL for every rule)")
     ignore = validate_prefixes(_split(args.ignore)) if args.ignore else None
     if args.update_baseline and not args.baseline:
         raise UsageError("--update-baseline needs --baseline FILE")
@@ -100,15 +102,18 @@ def run(args: argparse.Namespace) -> int:
     models = collect_models(args.models)
     # the configuration is validated once, before any model: a bad value is one line, not one per model
     calibrations = {args.calibration} if args.calibration else set()
-    for pyproject in {Path(args.config) if args.config else find_pyproject(m) for m in models}:
+    pyprojects = {Path(args.config) if args.config else find_pyproject(m) for m in models} - {None}
+    for pyproject in pyprojects:
         table = load_config(pyproject)
         if not args.calibration:
             calibrations |= {t["calibration"] for t in [table, *table.get("overrides", [])] if "calibration" in t}
     for table_path in sorted(calibrations):
         load_calibration(table_path)
-    # what check writes (the report, the baseline) must not be a model or its data
+    # what check writes (the report, the baseline) must not be anything it reads: a model, its
+    # data, the configuration, a calibration table, the baseline it compares against
     writes = [args.output, args.baseline if args.update_baseline else None]
-    refuse_overwriting(writes=writes, models=models, reads=[args.calibration, args.config])
+    reads = [*pyprojects, *calibrations, args.baseline if not args.update_baseline else None]
+    refuse_overwriting(writes=writes, models=models, reads=reads)
     jobs = [(str(m), cli, args.config, baseline) for m in models]
     if args.jobs > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=min(args.jobs, len(jobs), os.cpu_count() or 1)) as pool:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tclint.cli.common import add_shape_flags, add_target_flags, shape_bindings
-from tclint.config import resolve_options
+from tclint.config import find_pyproject, resolve_options
 from tclint.errors import OutputError, UsageError
 from tclint.io import (
     check_inputs_file,
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
            "vocab_multiple": args.vocab_multiple}
     options = resolve_options(args.model, cli, config_path=Path(args.config) if args.config else None)
     # every path fix writes (model, its data, the report) against every file it reads
-    reads = [args.inputs, options.calibration]
+    reads = [args.inputs, options.calibration, Path(args.config) if args.config else find_pyproject(args.model)]
     if args.output:
         refuse_overwriting_model_output(args.output, models=[args.model], reads=reads,
                                         others=[args.report])
