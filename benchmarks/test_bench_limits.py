@@ -122,18 +122,19 @@ def test_lint_time_grows_linearly(runs):
 # A million tiny initializers (issue 10 #11)
 # --------------------------------------------------------------------------------------------
 #: Scalar float initializers, either read by nothing (``unused``, next to one MatMul) or all
-#: read by one Concat (``used``). ``tclint check`` on 10^6 of them, measured as above (CPU time,
-#: other jobs sharing the 2-core machine; user+sys of /usr/bin/time, peak RSS):
+#: read by one Concat (``used``). ``tclint check`` on 10^6 of them (/usr/bin/time, wall and peak
+#: RSS, the 2-core machine at load ~1, 2026-12-01):
 #:
 #:                    before (a1b292e)        after
-#:     unused 10^6    95 s, 3.8 GB            47 s, 2.8 GB
-#:     used   10^6    123 s, 4.5 GB           56 s, 3.5 GB
+#:     unused 10^6    98 s, 3.9 GB            38 s, 1.9 GB
+#:     used   10^6    108 s, 4.5 GB           53 s, 3.5 GB
 #:
 #: What went: TC301 converted each constant to numpy on its own (now one numpy pass over all
-#: inline float bytes, tclint/hazards.py: _screen_constants); shape inference re-serialized every
-#: initializer through onnx-ir, twice (now the TensorProtos are copied in bulk and unused ones
-#: skipped, tclint/load.py: _stripped_proto). What is left is onnx-ir building one Value per
-#: initializer (~60% of the time) and the memory those objects take.
+#: inline float values, tclint/hazards.py: _screen_constants); shape inference re-serialized every
+#: initializer through onnx-ir (now the TensorProtos are copied in bulk, sized from the proto,
+#: and unused ones skipped, tclint/load.py: _stripped_proto). What is left is onnx-ir building
+#: one Value per initializer (about half of the time: 26 s of CPU for 10^6) and the memory those
+#: objects and the shape-inference copies take.
 MAX_SECONDS_1M_INITIALIZERS = 240.0
 MAX_RSS_MB_1M_INITIALIZERS = 6000.0
 
