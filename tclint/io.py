@@ -322,6 +322,7 @@ def write_text(path: str | os.PathLike, text: str, *, protect: Iterable[str | os
     :class:`OutputError` or :class:`UsageError` with a one-line message.
     """
     dest = Path(path)
+    protect = list(protect)
     refuse_overwriting(reads=protect, writes=[dest])
     data = text.encode("utf-8")
     if dest.is_dir() and not dest.is_symlink():
@@ -362,6 +363,8 @@ def write_text(path: str | os.PathLike, text: str, *, protect: Iterable[str | os
             finally:
                 if tmp is not None:
                     _remove(tmp)
+        # a report written over a model tclint wrote: that model's data file goes with it
+        remove_replaced_data(folder, dest.name, keep=None, protect=protect)
     except OSError as exc:
         raise OutputError(f"cannot write {dest}: {_why(exc)}") from None
     return dest

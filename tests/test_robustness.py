@@ -856,3 +856,26 @@ def test_empty_select_is_refused(tmp_path):
     one_error(_main(["check", tmp_path / "m.onnx", "--select", ","]), "selects no rule")
     (tmp_path / "pyproject.toml").write_text("[tool.tclint]\nselect = []\n")
     one_error(_main(["check", tmp_path / "m.onnx"]), "select", "selects no rule")
+
+
+def test_replacing_an_output_removes_only_its_own_stale_data(tmp_path):
+    """Rewriting ``-o`` (with a model or with a report) removes the data file of the model it
+    replaced, and nothing else: not a user's ``out.onnx.data``, not the data of a model renamed
+    from the output (it still references it)."""
+    src = tmp_path / "m.onnx"
+    onnx.save(conv_model(), str(src))
+    out = tmp_path / "out.onnx"
+    (tmp_path / "out.onnx.data").write_text("a user's file")
+    assert _main(["fix", src, "-o", out, "--force", "--external-data"]).exit_code == 0
+    first = data_file_of(out)
+    shutil.copy(out, tmp_path / "kept.model")  # a copy under another name still needs `first`
+    assert _main(["fix", src, "-o", out, "--force", "--external-data"]).exit_code == 0
+    second = data_file_of(out)
+    assert first.exists() and second.exists()
+    (tmp_path / "kept.model").unlink()
+    assert _main(["fix", src, "-o", out, "--force", "--external-data"]).exit_code == 0
+    third = data_file_of(out)
+    assert not first.exists() and not second.exists()
+    assert _main(["check", src, "-o", out, "--exit-zero"]).exit_code == 0  # a report over it
+    assert not third.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "out.onnx", "out.onnx.data"]
